@@ -1,0 +1,1 @@
+"""Competence Bridge: InfoCaption course results become WinLas competence grants."""

@@ -1,0 +1,120 @@
+"""The `competence-bridge` command: one sub-command per process and admin task."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from service import config as config_mod
+
+
+def _settings() -> config_mod.Settings:
+    try:
+        return config_mod.load()
+    except config_mod.ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _database_url(settings: config_mod.Settings) -> str:
+    from service import db
+
+    return db.database_url(settings)
+
+
+@click.group()
+def main() -> None:
+    """Competence Bridge: InfoCaption course results become competence grants."""
+    from service.observability import configure_logging
+
+    configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
+
+
+@main.command()
+def migrate() -> None:
+    """Apply pending database migrations (idempotent)."""
+    from service import db
+    from service.db.migrate import migrate as run
+
+    settings = _settings()
+    with db.connect(_database_url(settings), autocommit=True) as conn:
+        applied = run(conn)
+    if applied:
+        for m in applied:
+            click.echo(f"applied {m.version:04d}_{m.name}")
+        click.echo(f"{len(applied)} migration(s) applied")
+    else:
+        click.echo("database is up to date: nothing to apply")
+
+
+@main.command()
+@click.option("--workers", type=int, default=lambda: int(os.environ.get("WEB_CONCURRENCY", "2")))
+@click.option("--threads", type=int, default=lambda: int(os.environ.get("WEB_THREADS", "8")))
+def web(workers: int, threads: int) -> None:
+    """Serve webhooks, the admin API and health endpoints under gunicorn on $PORT."""
+    settings = _settings()
+    # Resolve the embedded database once here, so gunicorn's workers share one server.
+    os.environ["DATABASE_URL"] = _database_url(settings)
+    args = [
+        "gunicorn",
+        "--bind", f"0.0.0.0:{settings.port}",
+        "--workers", str(workers),
+        "--threads", str(threads),
+        "--worker-class", "gthread",
+        "--graceful-timeout", "20",
+        "--access-logfile", "-",
+        "service.app:create_app()",
+    ]
+    os.execvp(sys.executable, [sys.executable, "-m", *args])
+
+
+@main.command()
+@click.option("--queue", type=click.Choice(["events", "backfill", "all"]), default="all")
+def worker(queue: str) -> None:
+    """Consume queued events and commit their grants."""
+    from workers.run import run_workers
+
+    settings = _settings()
+    run_workers(settings, _database_url(settings), queue)
+
+
+@main.command()
+def scheduler() -> None:
+    """Reconcile linked courses and refresh the catalog; one active at a time."""
+    from workers.scheduler import run_scheduler
+
+    settings = _settings()
+    run_scheduler(settings, _database_url(settings))
+
+
+@main.command("create-token")
+@click.option("--name", required=True, help="Who uses the token; shown in the audit log.")
+@click.option("--permission", "permissions", multiple=True, required=True,
+              type=click.Choice(["administer_competence_integrations", "administer_competence_settings"]))
+def create_token(name: str, permissions: tuple[str, ...]) -> None:
+    """Create an API token; it is printed once, alone on the last line."""
+    from service import db, tokens
+
+    settings = _settings()
+    with db.connect(_database_url(settings)) as conn:
+        token = tokens.create(conn, name, list(permissions))
+    click.echo(f"token for {name!r} with {', '.join(permissions)} (store it now; it is not kept):")
+    click.echo(token)
+
+
+@main.command("revoke-token")
+@click.option("--name", required=True)
+def revoke_token(name: str) -> None:
+    """Revoke the active token of that name."""
+    from service import db, tokens
+
+    settings = _settings()
+    with db.connect(_database_url(settings)) as conn:
+        count = tokens.revoke(conn, name)
+    if not count:
+        raise click.ClickException(f"no active token named {name!r}")
+    click.echo(f"revoked {count} token(s) named {name!r}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Persistence: the connection pool, the embedded PostgreSQL and the named SQL queries."""
+from __future__ import annotations
+
+import logging
+import re
+from functools import cache
+from pathlib import Path
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from service.config import Settings
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = Path(__file__).parent
+_BLOCK = re.compile(r"^-- name: (?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+
+
+def database_url(settings: Settings) -> str:
+    """Return DATABASE_URL, or start (or join) the embedded PostgreSQL under the data dir."""
+    if settings.database_url:
+        return settings.database_url
+    import pgserver  # only needed in embedded mode
+
+    pgdata = settings.data_dir / "pg"
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    # cleanup_mode=None: the server outlives this process, so web, worker and scheduler share it
+    # and the data stays under ./.data/ between runs.
+    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    return server.get_uri()
+
+
+def connect(url: str, **kwargs) -> psycopg.Connection:
+    """Open one connection (CLI commands, tests); services use the pool."""
+    return psycopg.connect(url, row_factory=dict_row, **kwargs)
+
+
+def make_pool(url: str, *, min_size: int = 1, max_size: int = 4, name: str = "cb") -> ConnectionPool:
+    """Make this process's pool; call after fork and wait for it at boot."""
+    return ConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"row_factory": dict_row},
+        name=name,
+        open=True,
+        check=ConnectionPool.check_connection,
+    )
+
+
+@cache
+def queries() -> dict[str, str]:
+    """Load every named block of the SQL files beside this module."""
+    found: dict[str, str] = {}
+    for path in sorted(SQL_DIR.glob("*.sql")):
+        text = path.read_text()
+        marks = list(_BLOCK.finditer(text))
+        for i, mark in enumerate(marks):
+            end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
+            name = mark["name"]
+            if name in found:
+                raise RuntimeError(f"query {name!r} is defined twice ({path.name})")
+            found[name] = text[mark.end():end].strip()
+    return found
+
+
+def q(name: str) -> str:
+    """Return the named query."""
+    return queries()[name]

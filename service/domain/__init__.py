@@ -1,0 +1,1 @@
+"""The rules of CONTRACT.md section 2, free of Flask and kombu."""

@@ -1,0 +1,229 @@
+"""The result pipeline: record results and grant linked competences (CONTRACT rules 1-3, 5, 6).
+
+Every function takes an open connection; the caller owns the transaction. Statements are
+set-based: a batch of any size costs the same handful of round trips.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+
+from service import db
+from service.domain.rules import normalize_email
+
+log = logging.getLogger(__name__)
+
+RESULT_EVENT = "course.completed"
+STATUS_EVENTS = {
+    "course.published": "published",
+    "course.unpublished": "unpublished",
+    "course.deleted": "deleted",
+}
+
+
+@dataclass
+class Outcome:
+    """What a batch did: counts for metrics, logs and backfill progress."""
+
+    duplicates: int = 0
+    results: int = 0
+    unchanged: int = 0
+    grants_created: int = 0
+    grants_renewed: int = 0
+    status_changes: int = 0
+    statuses: dict[str, str] = field(default_factory=dict)  # result id -> status
+
+    def add(self, other: "Outcome") -> None:
+        self.duplicates += other.duplicates
+        self.results += other.results
+        self.unchanged += other.unchanged
+        self.grants_created += other.grants_created
+        self.grants_renewed += other.grants_renewed
+        self.status_changes += other.status_changes
+        self.statuses.update(other.statuses)
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    """One result as InfoCaption reported it (by webhook or by the API)."""
+
+    id: str
+    course_id: int
+    course_name: str
+    guide_type: int
+    email: str
+    first_name: str | None
+    last_name: str | None
+    passed: bool
+    score: float | None
+    completed_at: datetime
+    changed_at: datetime | None = None
+    webhook_id: str | None = None
+
+    @classmethod
+    def from_event(cls, event: dict) -> "ResultRecord":
+        result, course = event["result"], event["course"]
+        return cls(
+            id=result["id"],
+            course_id=course["id"],
+            course_name=course["name"],
+            guide_type=course["guide_type"],
+            email=result["email"],
+            first_name=result.get("first_name"),
+            last_name=result.get("last_name"),
+            passed=result["passed"],
+            score=result.get("score"),
+            completed_at=datetime.fromisoformat(result["completed_at"]),
+            changed_at=datetime.fromisoformat(event["timestamp"]),
+            webhook_id=event.get("webhook_id"),
+        )
+
+
+def claim_webhooks(conn: psycopg.Connection, events: list[dict]) -> list[dict]:
+    """Drop events whose webhook id was processed before (or earlier in this batch)."""
+    first: dict[str, dict] = {}
+    for event in events:
+        first.setdefault(event["webhook_id"], event)
+    if not first:
+        return []
+    rows = conn.execute(
+        db.q("claim_webhooks"),
+        {"webhook_ids": list(first), "types": [e["type"] for e in first.values()]},
+    ).fetchall()
+    return [first[row["webhook_id"]] for row in rows]
+
+
+def record_results(conn: psycopg.Connection, records: list[ResultRecord], source: str) -> list[str]:
+    """Store results (new, or changed and not older); return the ids that need deciding."""
+    latest: dict[str, ResultRecord] = {}
+    for rec in records:
+        seen = latest.get(rec.id)
+        if seen is None or (rec.changed_at or datetime.min) >= (seen.changed_at or datetime.min):
+            latest[rec.id] = rec
+    if not latest:
+        return []
+    recs = list(latest.values())
+    conn.execute(
+        db.q("upsert_courses_seen"),
+        {
+            "ids": [r.course_id for r in recs],
+            "names": [r.course_name for r in recs],
+            "guide_types": [r.guide_type for r in recs],
+        },
+    )
+    rows = conn.execute(
+        db.q("upsert_results"),
+        {
+            "ids": [r.id for r in recs],
+            "course_ids": [r.course_id for r in recs],
+            "emails": [r.email for r in recs],
+            "emails_normalized": [normalize_email(r.email) for r in recs],
+            "first_names": [r.first_name for r in recs],
+            "last_names": [r.last_name for r in recs],
+            "passed": [r.passed for r in recs],
+            "scores": [r.score for r in recs],
+            "completed_at": [r.completed_at for r in recs],
+            "changed_at": [r.changed_at for r in recs],
+            "webhook_ids": [r.webhook_id for r in recs],
+            "sources": [source] * len(recs),
+        },
+    ).fetchall()
+    return [row["id"] for row in rows]
+
+
+def evaluate_results(conn: psycopg.Connection, result_ids: list[str], *, source: str, tz: str) -> Outcome:
+    """Decide the given stored results again and grant what they earn; idempotent."""
+    out = Outcome()
+    if not result_ids:
+        return out
+    rows = conn.execute(
+        db.q("evaluate_results"), {"ids": result_ids, "source": source, "tz": tz}
+    ).fetchall()
+    out.grants_created = sum(1 for r in rows if r["inserted"])
+    out.grants_renewed = len(rows) - out.grants_created
+    return out
+
+
+def process_events(conn: psycopg.Connection, events: list[dict], *, tz: str, source: str = "webhook") -> Outcome:
+    """Apply a batch of queued webhook events; the caller commits."""
+    out = Outcome()
+    fresh = claim_webhooks(conn, events)
+    out.duplicates = len(events) - len(fresh)
+    results = [ResultRecord.from_event(e) for e in fresh if e["type"] == RESULT_EVENT]
+    for event in fresh:
+        if event["type"] in STATUS_EVENTS:
+            out.add(apply_course_status(
+                conn, event["course"], STATUS_EVENTS[event["type"]],
+                datetime.fromisoformat(event["timestamp"]),
+                source="webhook", webhook_id=event.get("webhook_id"), tz=tz,
+            ))
+    if results:
+        out.add(apply_results(conn, results, source=source, tz=tz))
+    return out
+
+
+def apply_results(conn: psycopg.Connection, records: list[ResultRecord], *, source: str, tz: str) -> Outcome:
+    """Record results and grant what the new or changed ones earn."""
+    changed = record_results(conn, records, source)
+    out = evaluate_results(conn, changed, source=source, tz=tz)
+    out.results = len(records)
+    out.unchanged = len({r.id for r in records}) - len(changed)
+    if changed:
+        rows = conn.execute(db.q("result_statuses"), {"ids": changed}).fetchall()
+        out.statuses = {r["id"]: r["status"] for r in rows}
+    return out
+
+
+def apply_course_status(
+    conn: psycopg.Connection,
+    course: dict,
+    status: str,
+    changed_at: datetime,
+    *,
+    source: str,
+    tz: str,
+    webhook_id: str | None = None,
+) -> Outcome:
+    """Record a course's status change and re-decide the results it concerns (rule 6).
+
+    Results completed at or after the change are decided again, so a change that arrives late
+    has the same effect as one that arrived in order.
+    """
+    out = Outcome()
+    conn.execute(db.q("upsert_course"), course)
+    row = conn.execute(
+        db.q("record_course_status"),
+        {"course_id": course["id"], "status": status, "changed_at": changed_at,
+         "source": source, "webhook_id": webhook_id},
+    ).fetchone()
+    if row is None:
+        return out  # this very change was recorded before
+    out.status_changes = 1
+    grant_source = "webhook" if source == "webhook" else "reconciliation"
+    conn.execute(db.q("refresh_course_status"), {"course_id": course["id"]})
+    ids = [r["id"] for r in conn.execute(
+        db.q("course_result_ids_since"), {"course_id": course["id"], "since": changed_at}
+    ).fetchall()]
+    if not ids:
+        return out
+    out.add(evaluate_results(conn, ids, source=grant_source, tz=tz))
+    withdrawn = conn.execute(db.q("withdraw_grants_of_ungranting_results"), {"ids": ids}).fetchall()
+    if withdrawn:
+        # Another result of the same employee may earn what the withdrawn grant gave.
+        employees = sorted({w["employee_id"] for w in withdrawn})
+        again = [r["id"] for r in conn.execute(
+            db.q("granted_result_ids_for_employees"), {"employee_ids": employees}
+        ).fetchall()]
+        out.add(evaluate_results(conn, again, source=grant_source, tz=tz))
+    return out
+
+
+def grant_unmatched_for_email(conn: psycopg.Connection, email: str, *, tz: str) -> Outcome:
+    """Grant the kept unmatched results of an email (an employee was created or corrected)."""
+    ids = [r["id"] for r in conn.execute(
+        db.q("unmatched_result_ids_for_email"), {"email_normalized": normalize_email(email)}
+    ).fetchall()]
+    return evaluate_results(conn, ids, source="employee_update", tz=tz)

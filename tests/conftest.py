@@ -1,0 +1,216 @@
+"""Fixtures on this machine's real PostgreSQL and RabbitMQ.
+
+A run gets its own database (migrated once, emptied before each test that asks for `conn`) and
+each test its own queue prefix, so runs and tests do not see each other's data. When either
+server cannot be reached the run stops with an error: integration tests are never skipped.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import time
+import uuid
+from datetime import datetime, timezone
+
+import psycopg
+import pytest
+from standardwebhooks import Webhook
+
+from service import config as config_mod
+from service import db
+from service.db.migrate import migrate
+
+ADMIN_URL = os.environ.get("TEST_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+BROKER_URL = os.environ.get("TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+SECRET = "whsec_" + base64.b64encode(b"test-secret-of-competence-bridge").decode()
+OLD_SECRET = "whsec_" + base64.b64encode(b"the-secret-before-rotation").decode()
+
+DOMAIN_TABLES = (
+    "grants", "grant_revocations", "results", "links", "course_status_changes", "courses",
+    "competences", "employees", "webhook_receipts", "rejected_webhooks", "dead_letters",
+    "api_tokens", "audit_log", "outbox", "job_cursors",
+)
+
+
+def _fail(message: str):
+    pytest.exit(f"FATAL: {message} (integration tests need it; see .ci/run)", returncode=3)
+
+
+@pytest.fixture(scope="session")
+def database_url():
+    """A fresh, migrated database for this test run, dropped at the end."""
+    name = f"cb_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        _fail(f"PostgreSQL at {ADMIN_URL.split('@')[-1]} cannot be reached: {exc}")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    with db.connect(url, autocommit=True) as conn:
+        migrate(conn)
+    yield url
+    admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+    )
+    admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    admin.close()
+
+
+@pytest.fixture(scope="session")
+def broker_url():
+    host, port = "127.0.0.1", 5672
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as exc:
+        _fail(f"RabbitMQ at {host}:{port} cannot be reached: {exc}")
+    return BROKER_URL
+
+
+@pytest.fixture
+def conn(database_url):
+    """A connection to an emptied database (autocommit: each statement is visible at once)."""
+    with db.connect(database_url, autocommit=True) as c:
+        c.execute("TRUNCATE " + ", ".join(DOMAIN_TABLES) + " RESTART IDENTITY CASCADE")
+        yield c
+
+
+@pytest.fixture
+def settings(database_url, broker_url, request):
+    """Settings for one test: the run's database, real RabbitMQ, a queue prefix of its own."""
+    prefix = f"cbtest_{uuid.uuid4().hex[:10]}"
+    env = {
+        "DATABASE_URL": database_url,
+        "BROKER_URL": broker_url,
+        "INFOCAPTION_BASE_URL": "http://127.0.0.1:9",
+        "INFOCAPTION_CLIENT_ID": "test",
+        "INFOCAPTION_CLIENT_SECRET": "test",
+        "INFOCAPTION_WEBHOOK_SECRETS": f"{SECRET} {OLD_SECRET}",
+        "QUEUE_PREFIX": prefix,
+        "TIME_ZONE": "Europe/Stockholm",
+        "BATCH_WAIT_MS": "5",
+    }
+    s = config_mod.load(env)
+    yield s
+    delete_queues(s)
+
+
+def delete_queues(s: config_mod.Settings) -> None:
+    from service import messaging
+
+    with messaging.connection(s) as broker:
+        channel = broker.channel()
+        topo = messaging.topology(s)
+        for queue in topo.queues:
+            try:
+                queue(channel).delete()
+            except Exception:  # noqa: BLE001 - already gone
+                channel = broker.channel()
+        for exchange in (topo.exchange, topo.dead_letter_exchange):
+            try:
+                exchange(channel).delete()
+            except Exception:  # noqa: BLE001
+                channel = broker.channel()
+
+
+@pytest.fixture
+def pool(database_url):
+    p = db.make_pool(database_url, max_size=4, name="test")
+    p.wait(timeout=10)
+    yield p
+    p.close()
+
+
+def sign(body: bytes | str, *, secret: str = SECRET, msg_id: str | None = None,
+         timestamp: datetime | None = None) -> dict[str, str]:
+    """Sign a body as InfoCaption does (Standard Webhooks) and return the headers."""
+    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
+    timestamp = timestamp or datetime.now(timezone.utc)
+    data = body.decode() if isinstance(body, bytes) else body
+    signature = Webhook(secret).sign(msg_id, timestamp, data)
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(timestamp.timestamp())),
+        "webhook-signature": signature,
+        "content-type": "application/json",
+    }
+
+
+def completed_event(result_id: str, email: str, course_id: int = 4711, *, passed: bool = True,
+                    completed_at: str = "2026-11-29T12:00:00+01:00", course_name: str = "HLR vuxen",
+                    guide_type: int = 14, timestamp: str | None = None) -> dict:
+    """A course.completed body as CONTRACT section 3 shows it."""
+    return {
+        "type": "course.completed",
+        "timestamp": timestamp or datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+        "data": {
+            "resultId": result_id,
+            "course": {"id": course_id, "name": course_name, "guideType": guide_type},
+            "user": {"email": email, "firstName": "Anna", "lastName": "Andersson"},
+            "passed": passed,
+            "score": 92 if passed else 31,
+            "completedAt": completed_at,
+        },
+    }
+
+
+def course_event(kind: str, course_id: int = 4711, *, timestamp: str, guide_type: int = 14) -> dict:
+    return {
+        "type": f"course.{kind}",
+        "timestamp": timestamp,
+        "data": {"course": {"id": course_id, "name": "HLR vuxen", "guideType": guide_type}},
+    }
+
+
+def dumps(body: dict) -> str:
+    return json.dumps(body, separators=(",", ":"))
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, message: str = "condition"):
+    """Poll until predicate() is truthy; fail with `message` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def app(settings, pool):
+    """The Flask app on the test's settings, with the real publisher."""
+    from service.app import create_app
+
+    application = create_app(settings, pool=pool)
+    yield application
+    application.extensions["competence_bridge"].publisher.close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def run_worker(settings, pool):
+    """Start the result worker in a thread; stopped at the end of the test."""
+    import threading
+
+    from workers.results import ResultWorker
+
+    started = []
+
+    def start(**kwargs):
+        worker = ResultWorker(settings, pool, **kwargs)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        started.append((worker, thread))
+        return worker
+
+    yield start
+    for worker, thread in started:
+        worker.stop()
+        thread.join(timeout=30)

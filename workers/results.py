@@ -1,0 +1,51 @@
+"""The result worker: queued webhook events become recorded results and grants."""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+
+import psycopg
+
+from service import messaging
+from service.domain.pipeline import Outcome, process_events
+from service.metrics import EVENTS, GRANTS, LAG
+from workers.base import BatchWorker
+
+log = logging.getLogger(__name__)
+
+
+class ResultWorker(BatchWorker):
+    """Apply webhook events (results and course status changes) in set-based batches."""
+
+    kind = messaging.EVENTS
+
+    def handle(self, conn: psycopg.Connection, bodies: list[dict]) -> None:
+        self._outcome = process_events(conn, bodies, tz=self.settings.time_zone)
+
+    def after_commit(self, bodies: list[dict]) -> None:
+        out: Outcome = getattr(self, "_outcome", None) or Outcome()
+        self._outcome = None
+        now = time.time()
+        for body in bodies:
+            ts = body.get("received_at") or body.get("timestamp")
+            try:
+                LAG.observe(max(0.0, now - datetime.fromisoformat(ts).timestamp()))
+            except (TypeError, ValueError):
+                pass
+        EVENTS.labels(outcome="duplicate").inc(out.duplicates)
+        for status in out.statuses.values():
+            EVENTS.labels(outcome=status).inc()
+        GRANTS.labels(source="webhook").inc(out.grants_created)
+        for body in bodies:
+            result = body.get("result") or {}
+            log.info(
+                "event handled",
+                extra={
+                    "event": body.get("type"),
+                    "webhook_id": body.get("webhook_id"),
+                    "result_id": result.get("id"),
+                    "outcome": out.statuses.get(result.get("id"), "duplicate_or_unchanged")
+                    if result else "status_change",
+                },
+            )

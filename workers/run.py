@@ -1,0 +1,43 @@
+"""Start the queue consumers of this process."""
+from __future__ import annotations
+
+import logging
+import threading
+
+from service import db
+from service.config import Settings
+from service.observability import init_sentry
+from workers.results import ResultWorker
+
+log = logging.getLogger(__name__)
+
+
+def run_workers(settings: Settings, database_url: str, queue: str = "all") -> None:
+    """Run the consumers for `queue` until SIGTERM/SIGINT."""
+    init_sentry(settings.sentry_dsn, "worker", settings.environment)
+    pool = db.make_pool(database_url, max_size=4, name="worker")
+    pool.wait(timeout=60)
+    workers = []
+    if queue in ("events", "all"):
+        workers.append(ResultWorker(settings, pool))
+    try:
+        from workers.backfill import BackfillWorker  # added by the backfill issue
+    except ImportError:
+        BackfillWorker = None
+    if queue in ("backfill", "all") and BackfillWorker is not None:
+        workers.append(BackfillWorker(settings, pool))
+    if not workers:
+        raise SystemExit(f"no consumer for queue {queue!r}")
+    main, *others = workers
+    main.install_signal_handlers()
+    threads = [threading.Thread(target=w.run, name=w.kind, daemon=True) for w in others]
+    for t in threads:
+        t.start()
+    try:
+        main.run()
+    finally:
+        for w in others:
+            w.stop()
+        for t in threads:
+            t.join(timeout=30)
+        pool.close()

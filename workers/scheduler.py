@@ -1,0 +1,116 @@
+"""The scheduler: periodic jobs, run by one process at a time (a PostgreSQL advisory lock)."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import psycopg
+
+from service import db
+from service.config import Settings
+from service.messaging import Publisher, PublishError
+from service.observability import init_sentry
+
+log = logging.getLogger(__name__)
+
+# Any fixed number; every scheduler process competes for it and only the holder works.
+SCHEDULER_LOCK_KEY = 7_413_002
+
+
+@dataclass
+class Job:
+    name: str
+    interval_s: float
+    run: Callable[[], object]
+    next_at: float = 0.0
+
+
+def relay_outbox(pool, publisher: Publisher, limit: int = 100) -> int:
+    """Publish work written to the outbox by committed transactions; return how many."""
+    sent = 0
+    with pool.connection() as conn:
+        rows = conn.execute(db.q("outbox_pending"), {"limit": limit}).fetchall()
+        for row in rows:
+            try:
+                publisher.publish(row["payload"], kind=row["topic"])
+            except PublishError:
+                log.warning("outbox relay: broker unavailable; will retry")
+                break
+            conn.execute(db.q("outbox_mark_published"), {"id": row["id"]})
+            conn.commit()
+            sent += 1
+    return sent
+
+
+class Scheduler:
+    """Hold the advisory lock on a dedicated connection and run due jobs."""
+
+    def __init__(self, settings: Settings, database_url: str, jobs: list[Job] | None = None):
+        self.settings = settings
+        self.database_url = database_url
+        self.pool = db.make_pool(database_url, max_size=3, name="scheduler")
+        self.publisher = Publisher(settings)
+        self.stopping = threading.Event()
+        self.jobs = jobs if jobs is not None else self.default_jobs()
+
+    def default_jobs(self) -> list[Job]:
+        jobs = [Job("outbox", 1.0, lambda: relay_outbox(self.pool, self.publisher))]
+        try:
+            from workers.reconcile import periodic_jobs  # added by the backfill issue
+        except ImportError:
+            return jobs
+        return jobs + periodic_jobs(self.settings, self.pool, self.publisher)
+
+    def stop(self, *_args) -> None:
+        self.stopping.set()
+
+    def run(self) -> None:
+        lock_conn = None
+        while not self.stopping.is_set():
+            try:
+                if lock_conn is None or lock_conn.closed:
+                    lock_conn = psycopg.connect(self.database_url, autocommit=True)
+                (held,) = lock_conn.execute(
+                    "SELECT pg_try_advisory_lock(%s)", (SCHEDULER_LOCK_KEY,)
+                ).fetchone()
+                if not held:
+                    self.stopping.wait(2.0)
+                    continue
+                log.info("scheduler lock taken; running jobs")
+                while not self.stopping.is_set():
+                    lock_conn.execute("SELECT 1")  # notices a lost session (and lock) early
+                    self.run_due()
+                    self.stopping.wait(0.5)
+            except psycopg.OperationalError as exc:
+                log.warning("scheduler lost the database (%s); retrying", exc.__class__.__name__)
+                lock_conn = None
+                self.stopping.wait(2.0)
+        if lock_conn is not None and not lock_conn.closed:
+            lock_conn.close()
+        self.pool.close()
+        self.publisher.close()
+
+    def run_due(self) -> None:
+        now = time.monotonic()
+        for job in self.jobs:
+            if now < job.next_at:
+                continue
+            job.next_at = now + job.interval_s
+            try:
+                job.run()
+            except psycopg.OperationalError:
+                raise
+            except Exception:  # noqa: BLE001 - one failing job must not stop the others
+                log.exception("scheduled job %s failed", job.name)
+
+
+def run_scheduler(settings: Settings, database_url: str) -> None:
+    init_sentry(settings.sentry_dsn, "scheduler", settings.environment)
+    scheduler = Scheduler(settings, database_url)
+    signal.signal(signal.SIGTERM, scheduler.stop)
+    signal.signal(signal.SIGINT, scheduler.stop)
+    scheduler.run()
