@@ -116,5 +116,8 @@ def revoke_token(name: str) -> None:
     click.echo(f"revoked {count} token(s) named {name!r}")
 
 
+# Sub-commands that live with their room (one line each; keep this block sorted).
+# (simulate, backfill: service/infocaption/commands.py; status: service/ops_cli.py)
+
 if __name__ == "__main__":
     main()
