@@ -16,3 +16,10 @@ LAG = Histogram(
     "From the webhook's timestamp to the commit of its effect",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+RECONCILE_RUNS = Counter("cb_reconcile_runs_total", "Reconciliation runs, by outcome", ["outcome"])
+RECONCILE_REPAIRS = Counter(
+    "cb_reconcile_repairs_total", "Results a reconciliation found new or changed (lost webhooks)"
+)
+INFOCAPTION_BAD_RECORDS = Counter(
+    "cb_infocaption_bad_records_total", "Records from the InfoCaption API that could not be used"
+)
