@@ -63,6 +63,7 @@ def web(workers: int, threads: int) -> None:
         "--worker-class", "gthread",
         "--graceful-timeout", "20",
         "--access-logfile", "-",
+        "--no-control-socket",
         "service.app:create_app()",
     ]
     os.execvp(sys.executable, [sys.executable, "-m", *args])

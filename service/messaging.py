@@ -137,7 +137,10 @@ class Publisher:
             conn.ensure_connection(max_retries=1, timeout=5)
             declare(conn, self.topo)
             self._conn = conn
-            self._producer = Producer(conn.default_channel, on_return=self._on_return)
+            # Returned (unroutable) messages exist only on AMQP; virtual transports have no
+            # basic.return and reject the callback.
+            on_return = self._on_return if self.topo.amqp else None
+            self._producer = Producer(conn.default_channel, on_return=on_return)
         return self._producer
 
     def _reset(self) -> None:

@@ -26,8 +26,9 @@ def database_url(settings: Settings) -> str:
 
     pgdata = settings.data_dir / "pg"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    # cleanup_mode=None: the server outlives this process, so web, worker and scheduler share it
-    # and the data stays under ./.data/ between runs.
+    # cleanup_mode=None: the server outlives this process, so web, worker and scheduler (and
+    # gunicorn, which replaces the CLI process by exec) share it; later runs join it again.
+    # The data stays under ./.data/ between runs.
     server = pgserver.get_server(pgdata, cleanup_mode=None)
     return server.get_uri()
 
