@@ -24,6 +24,15 @@ def _text_rule(min_len: int = 0):
 _text = dict(required=True, validate=_text_rule(1))
 
 
+class StrictBoolean(fields.Boolean):
+    """JSON true or false only: not 1, 0, "true" or "yes"."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
 class _Base(Schema):
     class Meta:
         unknown = EXCLUDE  # senders add fields; we ignore what we do not know
@@ -52,7 +61,7 @@ class ResultDataSchema(_Base):
     resultId = fields.String(**_text)
     course = fields.Nested(CourseSchema, required=True)
     user = fields.Nested(UserSchema, required=True)
-    passed = fields.Boolean(required=True, truthy={True}, falsy={False})
+    passed = StrictBoolean(required=True)
     score = fields.Float(load_default=None, allow_none=True, allow_nan=False,
                          validate=validate.Range(min=-1e9, max=1e9))
     completedAt = fields.AwareDateTime(required=True, format="iso")

@@ -1,0 +1,118 @@
+"""The foundation: migrations, schema constraints, and a round trip on the real broker."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from service import messaging
+from service.db.migrate import available
+from service.messaging import Publisher
+from tests.conftest import ADMIN_URL
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args, env_extra=None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _schema_snapshot(url: str) -> list[tuple]:
+    with psycopg.connect(url) as c:
+        return c.execute(
+            "SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns"
+            " WHERE table_schema = 'public' ORDER BY 1, 2"
+        ).fetchall() + c.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE connamespace = 'public'::regnamespace ORDER BY 1"
+        ).fetchall() + c.execute("SELECT indexdef, '' FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1").fetchall()
+
+
+def test_migrate_twice_the_second_run_changes_nothing_and_says_so():
+    name = f"cb_migrate_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+            first = _cli("migrate", env_extra={"DATABASE_URL": url})
+            assert first.returncode == 0, first.stderr
+            assert f"{len(available())} migration(s) applied" in first.stdout
+            snapshot = _schema_snapshot(url)
+            assert any(row[0] == "grants" for row in snapshot)
+            second = _cli("migrate", env_extra={"DATABASE_URL": url})
+            assert second.returncode == 0, second.stderr
+            assert "nothing to apply" in second.stdout
+            assert _schema_snapshot(url) == snapshot
+        finally:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            admin.execute(f'DROP DATABASE "{name}"')
+
+
+def _seed(conn):
+    conn.execute("INSERT INTO courses (id, name, guide_type) VALUES (1, 'Kurs', 14)")
+    conn.execute("INSERT INTO competences (id, name, kind) VALUES (1, 'M', 'main_group')")
+    conn.execute("INSERT INTO competences (id, parent_id, name, kind) VALUES (2, 1, 'G', 'group')")
+    conn.execute("INSERT INTO competences (id, parent_id, name, kind) VALUES (3, 2, 'C', 'competence')")
+    conn.execute("INSERT INTO employees (id, email, email_normalized) VALUES (1, 'A@x.se', 'a@x.se')")
+
+
+def test_a_second_grant_for_the_same_employee_and_competence_is_refused(conn):
+    _seed(conn)
+    insert = "INSERT INTO grants (employee_id, competence_id, valid_from, source) VALUES (1, 3, '2026-11-30', 'webhook')"
+    conn.execute(insert)
+    with pytest.raises(psycopg.errors.UniqueViolation, match="grants_employee_competence_key"):
+        conn.execute(insert)
+
+
+def test_a_second_link_of_the_same_pair_is_refused(conn):
+    _seed(conn)
+    insert = "INSERT INTO links (course_id, competence_id, created_by) VALUES (1, 3, 'test')"
+    conn.execute(insert)
+    with pytest.raises(psycopg.errors.UniqueViolation, match="links_course_competence_key"):
+        conn.execute(insert)
+
+
+def test_a_result_id_cannot_be_stored_twice(conn):
+    _seed(conn)
+    insert = ("INSERT INTO results (id, course_id, email, email_normalized, passed, completed_at, source)"
+              " VALUES ('r-1', 1, 'a@x.se', 'a@x.se', true, now(), 'webhook')")
+    conn.execute(insert)
+    with pytest.raises(psycopg.errors.UniqueViolation, match="results_pkey"):
+        conn.execute(insert)
+
+
+def test_two_employees_with_the_same_normalised_email_are_refused(conn):
+    _seed(conn)
+    with pytest.raises(psycopg.errors.UniqueViolation, match="employees_email_normalized_key"):
+        conn.execute("INSERT INTO employees (id, email, email_normalized) VALUES (2, 'a@X.se ', 'a@x.se')")
+
+
+def test_the_tree_shape_is_checked(conn):
+    with pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute("INSERT INTO competences (name, kind) VALUES ('orphan', 'competence')")
+    with pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute("INSERT INTO competences (name, kind, default_valid_days) VALUES ('M', 'main_group', 0)")
+
+
+def test_publish_and_consume_on_the_real_broker(settings):
+    publisher = Publisher(settings)
+    publisher.publish({"webhook_id": "w-1", "type": "course.completed"}, headers={"webhook-id": "w-1"})
+    publisher.close()
+    with messaging.connection(settings) as broker:
+        queue = messaging.topology(settings).queue(messaging.EVENTS)(broker.channel())
+        _, depth, _ = queue.queue_declare(passive=True)
+        assert depth == 1
+        message = queue.get(no_ack=False)
+        assert message.decode() == {"webhook_id": "w-1", "type": "course.completed"}
+        assert message.headers["webhook-id"] == "w-1"
+        assert message.properties["delivery_mode"] == 2
+        message.ack()
+        assert queue.get() is None

@@ -1,0 +1,81 @@
+"""The webhook schema: what is accepted, what is refused, and the queued shape."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+from marshmallow import ValidationError
+
+from service.schemas import parse_event
+from tests.conftest import completed_event, course_event
+
+
+def test_completed_event_becomes_the_queued_shape():
+    event = parse_event(completed_event("r-98765", "Anna.Andersson@kommun.se", timestamp="2026-11-30T10:00:00Z"))
+    assert event == {
+        "type": "course.completed",
+        "timestamp": "2026-11-30T10:00:00+00:00",
+        "course": {"id": 4711, "name": "HLR vuxen", "guide_type": 14},
+        "result": {"id": "r-98765", "email": "Anna.Andersson@kommun.se", "first_name": "Anna",
+                   "last_name": "Andersson", "passed": True, "score": 92.0,
+                   "completed_at": "2026-11-29T12:00:00+01:00"},
+    }
+
+
+@pytest.mark.parametrize("kind", ["published", "unpublished", "deleted"])
+def test_course_status_events(kind):
+    event = parse_event(course_event(kind, 4711, timestamp="2026-11-30T10:00:00Z"))
+    assert event == {"type": f"course.{kind}", "timestamp": "2026-11-30T10:00:00+00:00",
+                     "course": {"id": 4711, "name": "HLR vuxen", "guide_type": 14}}
+
+
+def test_unknown_type_is_none_and_unknown_fields_are_ignored():
+    assert parse_event({"type": "course.rated", "timestamp": "2026-11-30T10:00:00Z", "data": {}}) is None
+    body = completed_event("r-1", "a@b.se")
+    body["data"]["extra"] = 1
+    assert "extra" not in str(parse_event(body))
+
+
+def _broken(path, value):
+    body = completed_event("r-1", "anna@kommun.se")
+    target = body
+    for key in path[:-1]:
+        target = target[key]
+    if value is KeyError:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return body
+
+
+@pytest.mark.parametrize(
+    "path, value",
+    [
+        (("data", "passed"), "true"),
+        (("data", "passed"), 1),
+        (("data", "resultId"), ""),
+        (("data", "resultId"), KeyError),
+        (("data", "course", "id"), "4711"),
+        (("data", "course", "guideType"), KeyError),
+        (("data", "user", "email"), "no-at-sign"),
+        (("data", "user", "email"), "two words@kommun.se"),
+        (("data", "completedAt"), "2026-11-29T12:00:00"),
+        (("data", "completedAt"), "yesterday"),
+        (("data", "user", "firstName"), "nul\x00byte"),
+        (("timestamp",), KeyError),
+        (("data",), KeyError),
+    ],
+)
+def test_schema_refusals_name_the_field(path, value):
+    with pytest.raises(ValidationError) as info:
+        parse_event(_broken(path, value))
+    messages = info.value.messages
+    for key in path[:-1] if value is not KeyError or len(path) > 1 else ():
+        assert key in messages, messages
+        messages = messages[key]
+
+
+@pytest.mark.parametrize("body", [[], "text", 5, None])
+def test_non_object_bodies_are_refused(body):
+    with pytest.raises(ValidationError):
+        parse_event(copy.deepcopy(body))
