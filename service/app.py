@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from flask import Flask, current_app, jsonify
+from flask import Flask, current_app
 from psycopg_pool import ConnectionPool
 
 from service import config as config_mod
@@ -57,8 +57,8 @@ def create_app(
 
     init_api(app)
 
-    @app.get("/healthz")
-    def healthz():
-        return jsonify(status="ok")
+    from service.ops import bp as ops_bp
+
+    app.register_blueprint(ops_bp)
 
     return app
