@@ -16,6 +16,16 @@ def _settings() -> config_mod.Settings:
         raise click.ClickException(str(exc)) from None
 
 
+def _serve_metrics(role: str) -> None:
+    """Serve this process's counters on METRICS_PORT (deploy/README.md, "Metrics")."""
+    from service.metrics import metrics_port, serve_metrics
+
+    try:
+        serve_metrics(metrics_port(role))
+    except config_mod.ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _database_url(settings: config_mod.Settings) -> str:
     from service import db
 
@@ -64,6 +74,7 @@ def web(workers: int, threads: int) -> None:
         "--graceful-timeout", "20",
         "--access-logfile", "-",
         "--no-control-socket",
+        "--config", "python:service.gunicorn_conf",  # prometheus multiprocess mode, JSON logs
         "service.app:create_app()",
     ]
     os.execvp(sys.executable, [sys.executable, "-m", *args])
@@ -76,6 +87,7 @@ def worker(queue: str) -> None:
     from workers.run import run_workers
 
     settings = _settings()
+    _serve_metrics("worker")
     run_workers(settings, _database_url(settings), queue)
 
 
@@ -85,6 +97,7 @@ def scheduler() -> None:
     from workers.scheduler import run_scheduler
 
     settings = _settings()
+    _serve_metrics("scheduler")
     run_scheduler(settings, _database_url(settings))
 
 
