@@ -132,6 +132,10 @@ def revoke_token(name: str) -> None:
 
 # Sub-commands that live with their room (one line each; keep this block sorted).
 # (simulate, backfill: service/infocaption/commands.py; status: service/ops_cli.py)
+from service.infocaption.commands import backfill, seed_demo, simulate  # noqa: E402
+main.add_command(backfill)
+main.add_command(seed_demo)
+main.add_command(simulate)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,221 @@
+"""CLI commands of the InfoCaption room: `simulate`, `backfill --link ID` and `seed-demo`."""
+from __future__ import annotations
+
+import logging
+import signal
+from urllib.parse import urlparse
+
+import click
+
+log = logging.getLogger(__name__)
+
+# The demo's competence tree and which of the simulator's courses grant what: (main group,
+# group, competence, valid days or None, index of the simulator's course that grants it).
+DEMO_TREE = (
+    ("Vård och omsorg", "Akut och säkerhet", "HLR vuxen", 730, 0),
+    ("Vård och omsorg", "Akut och säkerhet", "Akut omhändertagande", 1095, 0),
+    ("Vård och omsorg", "Hygien", "Basala hygienrutiner", None, 1),
+    ("Vård och omsorg", "Akut och säkerhet", "Brandskydd", 1095, 2),
+)
+
+
+def _settings():
+    from service.cli import _settings as load
+
+    return load()
+
+
+def _database_url(settings) -> str:
+    from service.cli import _database_url as resolve
+
+    return resolve(settings)
+
+
+def _interrupt(*_args) -> None:
+    raise KeyboardInterrupt  # SIGTERM (honcho, systemd) stops the simulator like Ctrl-C
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=None,
+              help="Default: the port of INFOCAPTION_BASE_URL (8001 in demo mode).")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--courses", type=int, default=8, show_default=True,
+              help="Courses (guide types 14 and 18; three guides of other types come too).")
+@click.option("--results-per-course", type=int, default=300, show_default=True)
+@click.option("--employees", type=int, default=150, show_default=True)
+@click.option("--unmatched-share", type=float, default=0.15, show_default=True,
+              help="Share of historical results whose email matches no employee.")
+@click.option("--bad-records", type=int, default=0, show_default=True,
+              help="Malformed records mixed into the results (the client skips them).")
+@click.option("--data", "data_file", type=click.Path(exists=True, dir_okay=False),
+              help="Serve this JSON data set instead of generating one.")
+@click.option("--dump", "dump_file", type=click.Path(dir_okay=False),
+              help="Write the data set as JSON to this file and exit.")
+@click.option("--webhook-url", default=None,
+              help="Where to send webhooks. Default: this machine's web process on $PORT.")
+@click.option("--rate", type=float, default=0.5, show_default=True,
+              help="New results per second, each announced by a webhook (0: none).")
+@click.option("--lose", type=float, default=0.0, show_default=True,
+              help="Share of those webhooks 'lost' (reconciliation repairs them).")
+@click.option("--token-ttl", type=int, default=3600, show_default=True)
+def simulate(host, port, seed, courses, results_per_course, employees, unmatched_share,
+             bad_records, data_file, dump_file, webhook_url, rate, lose, token_ttl):
+    """Run a local InfoCaption: its API, and signed webhooks to this service."""
+    from service.infocaption.simulator import DataSet, Simulator, generate
+
+    settings = _settings()
+    if data_file:
+        data = DataSet.load(data_file)
+    else:
+        data = generate(seed, courses=courses, results_per_course=results_per_course,
+                        employees=employees, unmatched_share=unmatched_share,
+                        bad_records=bad_records)
+    if dump_file:
+        data.dump(dump_file)
+        click.echo(f"data set written to {dump_file}")
+        return
+    if port is None:
+        base = urlparse(settings.infocaption_base_url)
+        port = base.port if base.hostname in ("127.0.0.1", "localhost") and base.port else 8001
+    webhook_url = webhook_url or f"http://127.0.0.1:{settings.port}/webhooks/infocaption"
+    sim = Simulator(data, client_id=settings.infocaption_client_id,
+                    client_secret=settings.infocaption_client_secret,
+                    webhook_url=webhook_url, webhook_secret=settings.webhook_secrets[0],
+                    token_ttl=token_ttl)
+    total = sum(len(v) for v in data.results.values())
+    click.echo(f"InfoCaption simulator on http://{host}:{port}: {len(data.courses)} guides, "
+               f"{total} results, {len(data.employees)} staff; webhooks to {webhook_url} "
+               f"at {rate}/s (lost: {lose:.0%})")
+    sim.start_traffic(rate, lose_share=lose, seed=seed)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        sim.serve_forever(host, port)
+    except KeyboardInterrupt:
+        pass
+
+
+@click.command()
+@click.option("--link", "link_id", type=int, required=True, help="The link's id.")
+@click.option("--page-size", type=int, default=500, show_default=True,
+              help="Results per API page (a resumed backfill keeps the size it started with).")
+def backfill(link_id: int, page_size: int):
+    """Run or resume one link's backfill in the foreground, with a progress bar."""
+    from tqdm import tqdm
+
+    from service import db
+    from service.infocaption.client import InfoCaptionClient
+    from workers.backfill import Backfill, LinkBusy
+
+    settings = _settings()
+    pool = db.make_pool(_database_url(settings), max_size=2, name="backfill-cli")
+    pool.wait(timeout=30)
+    client = InfoCaptionClient.from_settings(settings)
+    bar = tqdm(total=0, unit=" results", desc=f"link {link_id}")
+
+    def progress(row: dict) -> None:
+        bar.total = max(row.get("backfill_total") or 0, row.get("backfill_processed") or 0)
+        bar.n = row.get("backfill_processed") or 0
+        bar.set_postfix(granted=row.get("backfill_granted"), unmatched=row.get("backfill_unmatched"),
+                        failed=row.get("backfill_failed"), refresh=False)
+        bar.refresh()
+
+    try:
+        row = Backfill(settings, pool, client, page_size=page_size, on_progress=progress).run(
+            link_id, again=True, wait=False)
+    except LinkBusy as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        bar.close()
+        client.close()
+        pool.close()
+    if row is None:
+        raise click.ClickException(f"no link with id {link_id}")
+    click.echo(f"link {link_id}: backfill {row['backfill_state']}: total {row['backfill_total']}, "
+               f"processed {row['backfill_processed']}, granted {row['backfill_granted']}, "
+               f"unmatched {row['backfill_unmatched']}, failed {row['backfill_failed']}")
+    if row["backfill_state"] != "done":
+        raise click.ClickException(row.get("backfill_error") or "the backfill did not finish")
+
+
+@click.command("seed-demo")
+@click.option("--seed", type=int, default=42, show_default=True, help="As given to `simulate`.")
+@click.option("--courses", type=int, default=8, show_default=True, help="As given to `simulate`.")
+@click.option("--employees", type=int, default=150, show_default=True, help="As given to `simulate`.")
+@click.option("--force", is_flag=True, help="Seed even when INFOCAPTION_BASE_URL is set.")
+def seed_demo(seed: int, courses: int, employees: int, force: bool):
+    """Create demo competences, links and employees matching the simulator's data set."""
+    from service import db
+
+    settings = _settings()
+    if not settings.demo and not force:
+        raise click.ClickException("seed-demo is for the demo (INFOCAPTION_BASE_URL unset); "
+                                   "use --force to seed anyway")
+    with db.connect(_database_url(settings)) as conn:
+        with conn.transaction():
+            summary = seed_demo_data(conn, seed=seed, courses=courses, employees=employees)
+    click.echo(f"demo seeded: {summary['employees']} new employee(s), "
+               f"{summary['competences']} new competence node(s), {summary['links']} new link(s) "
+               "(their backfills start once the scheduler and the worker run)")
+
+
+def seed_demo_data(conn, *, seed: int = 42, courses: int = 8, employees: int = 150,
+                   actor: str = "seed-demo") -> dict:
+    """Insert the demo's employees, competence tree and links; the caller commits.
+
+    Each new link gets its backfill as the admin API gives it one: an outbox row in the same
+    transaction, relayed to the backfill queue by the scheduler. A second seed adds nothing.
+    """
+    from datetime import datetime, timezone
+
+    from psycopg.types.json import Jsonb
+
+    from service import db
+    from service.domain.rules import normalize_email
+    from service.infocaption.simulator import generate_courses, generate_employees
+
+    staff = generate_employees(seed, employees)
+    added = conn.execute(db.q("demo_upsert_employees"), {
+        "emails": [e.email for e in staff],
+        "emails_normalized": [normalize_email(e.email) for e in staff],
+        "first_names": [e.first_name for e in staff],
+        "last_names": [e.last_name for e in staff],
+    }).rowcount
+    catalog = [c for c in generate_courses(seed, courses, anchor=datetime.now(timezone.utc)).values()
+               if c.guide_type in (14, 18) and c.published]
+    nodes = 0
+
+    def node(name, kind, parent_id, days=None):
+        nonlocal nodes
+        row = conn.execute(db.q("demo_find_competence"),
+                           {"name": name, "kind": kind, "parent_id": parent_id}).fetchone()
+        if row:
+            return row["id"]
+        nodes += 1
+        return conn.execute(db.q("demo_insert_competence"), {
+            "parent_id": parent_id, "name": name, "kind": kind, "default_valid_days": days,
+        }).fetchone()["id"]
+
+    links = 0
+    for main_name, group_name, competence_name, days, course_index in DEMO_TREE:
+        main = node(main_name, "main_group", None)
+        group = node(group_name, "group", main)
+        competence = node(competence_name, "competence", group, days)
+        if course_index >= len(catalog):
+            continue
+        course = catalog[course_index]
+        conn.execute(db.q("demo_upsert_course"),
+                     {"id": course.id, "name": course.name, "guide_type": course.guide_type})
+        link = conn.execute(db.q("demo_insert_link"), {
+            "course_id": course.id, "competence_id": competence, "created_by": actor,
+        }).fetchone()
+        if link is None:
+            continue
+        links += 1
+        conn.execute(db.q("outbox_insert"), {"topic": "backfill", "payload": Jsonb({"link_id": link["id"]})})
+        conn.execute(db.q("demo_audit"), {
+            "actor": actor, "action": "link.create", "target": f"link:{link['id']}",
+            "after": Jsonb({"id": link["id"], "course_id": course.id, "competence_id": competence,
+                            "created_by": actor}),
+        })
+    return {"employees": added, "competences": nodes, "links": links}

@@ -1,0 +1,334 @@
+"""Backfill: a new link grants its competence to every historical passed participant (rule 4).
+
+A backfill reads the course's results from InfoCaption page by page and commits each page in
+one transaction of its own: the results go through the same pipeline as webhooks
+(`apply_results`), the page's results already stored are decided again for the new link, the
+link's counters grow and its checkpoint moves to the next page. A killed backfill therefore
+resumes at the first page it had not committed; a page read twice changes nothing (results
+are upserted, grants never duplicated), so a second run changes nothing either.
+
+Phases (`backfill_checkpoint.phase`):
+  api     pages 1..N of `GET /API/courses/{id}/results` (the page size is fixed in the
+          checkpoint, so a resumed run reads the same offsets);
+  stored  results already in our database that the API did not return and that may earn
+          something through this link (results that came by webhook before the link existed,
+          granted for another link only, or unmatched whose employee exists by now);
+  done    finished: the counters are recomputed from the course's stored results.
+
+Counters (on the link, CONTRACT section 5): `processed` = `total` = `granted` + `unmatched` +
+`failed` at the end, counting each of the course's results once:
+  granted    passed, matched and completed while the course was published: the employee holds
+             the competence through it (newly granted, or already held: rule 3);
+  unmatched  passed or not, no employee has that email (kept for the unmatched report);
+  failed     everything else: not passed, completed while the course was not published, or
+             a record InfoCaption served that could not be read (skipped and counted).
+The checkpoint keeps the breakdown of `failed` and the number of grants created.
+
+Page instability: InfoCaption pages by offset, so a list that changes while we page may
+repeat or skip a record. Repeats are harmless (see above) and the final counters are taken
+from stored rows, so they never count a result twice. Results added or changed while paging
+are not the backfill's job: the link exists before the backfill starts, so their webhooks grant
+them, and a lost one is read by the reconciliation, whose first window for a course starts
+when the course was linked. Results removed while paging can shift a later record onto a page
+already read; when the reported total shrinks during a pass, the backfill makes one more pass
+(at most MAX_PASSES in all).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Callable
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from service import db, messaging
+from service.config import Settings
+from service.domain.pipeline import apply_course_status, apply_results, evaluate_results
+from service.infocaption.client import CourseGone, InfoCaptionClient, InfoCaptionError, Page
+from service.metrics import GRANTS
+from workers.base import BACKOFF_CAP_S, BACKOFF_FIRST_S, BatchWorker, is_transient
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 500
+MAX_PASSES = 3
+LOCK_NAMESPACE = 7_413_005  # advisory lock (namespace, link id): one runner per link
+
+
+class Stopping(Exception):
+    """The process is stopping; the backfill stays resumable from its checkpoint."""
+
+
+class LinkBusy(Exception):
+    """Another process is running this link's backfill."""
+
+
+class CheckpointMoved(Exception):
+    """The checkpoint changed under us: another runner took the link over."""
+
+
+def fresh_checkpoint(page_size: int) -> dict:
+    return {"phase": "api", "pass": 1, "page": 1, "page_size": page_size, "last_total": None,
+            "shrank": False, "after_id": "", "skipped": 0, "grants_created": 0}
+
+
+class Backfill:
+    """Run (or resume) the backfill of one link; used by the worker and the CLI."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: ConnectionPool,
+        client: InfoCaptionClient,
+        *,
+        page_size: int = PAGE_SIZE,
+        pause: Callable[[float], None] = time.sleep,
+        on_progress: Callable[[dict], None] | None = None,
+    ):
+        self.settings = settings
+        self.pool = pool
+        self.client = client
+        self.page_size = page_size
+        self.pause = pause
+        self.on_progress = on_progress or (lambda _row: None)
+
+    # --- the run ----------------------------------------------------------------------------
+
+    def run(self, link_id: int, *, again: bool = False, wait: bool = True) -> dict | None:
+        """Backfill one link to the end; return its final row, None if the link is gone.
+
+        A done backfill is left alone unless `again`; a running or failed one resumes from its
+        checkpoint. Raises LinkBusy when another process runs it and `wait` is false.
+        """
+        with psycopg.connect(self.pool.conninfo, autocommit=True) as lock_conn:
+            while not lock_conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
+                                        (LOCK_NAMESPACE, link_id & 0x7FFFFFFF)).fetchone()[0]:
+                if not wait:
+                    raise LinkBusy(f"link {link_id}: another process is running its backfill")
+                self.pause(1.0)
+            try:
+                return self._run_locked(link_id, again)
+            finally:
+                lock_conn.execute("SELECT pg_advisory_unlock(%s, %s)",
+                                  (LOCK_NAMESPACE, link_id & 0x7FFFFFFF))
+
+    def _run_locked(self, link_id: int, again: bool) -> dict | None:
+        link = self._start(link_id, again)
+        if link is None or link["backfill_state"] == "done":
+            return link
+        cp = link["backfill_checkpoint"]
+        course = {"id": link["course_id"], "name": link["course_name"], "guide_type": link["guide_type"]}
+        log.info("backfill of link %s (course %s) from %s page %s", link_id, course["id"],
+                 cp["phase"], cp.get("page"))
+        state, error = "done", None
+        try:
+            while cp["phase"] == "api":
+                page = self.client.results_page(course, cp["page"], cp["page_size"])
+                cp = self._commit_page(link_id, cp, page)
+        except CourseGone as gone:
+            # The course was deleted: note it (as the catalog refresh would) and decide what is
+            # stored; the history InfoCaption no longer serves cannot be read.
+            cp = self._course_gone(link_id, cp, course)
+            state, error = "failed", str(gone)
+        except InfoCaptionError as exc:
+            self._fail(link_id, f"InfoCaption: {exc}")
+            log.warning("backfill of link %s stopped: %s (resumable)", link_id, exc)
+            return self._load(link_id)
+        while cp["phase"] == "stored":
+            cp = self._commit_stored_chunk(link_id, cp, dict(course, competence_id=link["competence_id"]))
+        return self._finish(link_id, course["id"], cp, state, error)
+
+    def _start(self, link_id: int, again: bool) -> dict | None:
+        with self.pool.connection() as conn, conn.transaction():
+            link = conn.execute(db.q("backfill_link"), {"link_id": link_id}).fetchone()
+            if link is None:
+                log.info("backfill of link %s: the link no longer exists", link_id)
+                return None
+            state, cp = link["backfill_state"], link["backfill_checkpoint"]
+            if state == "done" and not again:
+                return link
+            resumable = (state in ("running", "failed") and isinstance(cp, dict)
+                         and cp.get("phase") in ("api", "stored"))
+            if resumable:
+                row = conn.execute(db.q("backfill_resume"), {"link_id": link_id}).fetchone()
+            else:
+                row = conn.execute(db.q("backfill_begin"), {
+                    "link_id": link_id, "checkpoint": Jsonb(fresh_checkpoint(self.page_size))}).fetchone()
+            link = dict(link, backfill_state="running", backfill_checkpoint=row["backfill_checkpoint"])
+        self.on_progress(link)
+        return link
+
+    # --- one page, one transaction ------------------------------------------------------------
+
+    def _locked_link(self, conn: psycopg.Connection, link_id: int, expected: dict) -> dict:
+        link = conn.execute(db.q("backfill_link"), {"link_id": link_id}).fetchone()
+        if link is None:
+            raise CheckpointMoved(f"link {link_id} was deleted during its backfill")
+        if link["backfill_checkpoint"] != expected:
+            raise CheckpointMoved(f"link {link_id}: the checkpoint moved under this runner")
+        return link
+
+    def _commit_page(self, link_id: int, cp: dict, page: Page) -> dict:
+        nxt = dict(cp, skipped=cp["skipped"] + page.skipped, last_total=page.total_hits)
+        if cp["last_total"] is not None and page.total_hits < cp["last_total"]:
+            nxt["shrank"] = True
+        if not page.last:
+            nxt["page"] = cp["page"] + 1
+        elif nxt["shrank"] and cp["pass"] < MAX_PASSES:
+            log.info("backfill of link %s: the course's results shrank while paging; one more pass",
+                     link_id)
+            nxt.update({"pass": cp["pass"] + 1, "page": 1, "shrank": False, "last_total": None})
+        else:
+            nxt.update({"phase": "stored", "after_id": ""})
+        ids = list(dict.fromkeys(r.id for r in page.items))
+        tz = self.settings.time_zone
+        with self.pool.connection() as conn, conn.transaction():
+            self._locked_link(conn, link_id, cp)
+            out = apply_results(conn, page.items, source="backfill", tz=tz)
+            # Results stored before (by webhook, before the link existed) come back unchanged
+            # and were not decided above; decide them for the new link too.
+            unchanged = [i for i in ids if i not in out.statuses]
+            created = out.grants_created + evaluate_results(conn, unchanged, source="backfill", tz=tz).grants_created
+            nxt["grants_created"] = cp["grants_created"] + created
+            row = conn.execute(db.q("backfill_page_progress"), {
+                "link_id": link_id, "ids": ids, "skipped": page.skipped,
+                "total": page.total_hits, "checkpoint": Jsonb(nxt),
+            }).fetchone()
+        GRANTS.labels(source="backfill").inc(created)
+        self.on_progress(dict(row, backfill_checkpoint=nxt))
+        return nxt
+
+    def _commit_stored_chunk(self, link_id: int, cp: dict, course: dict) -> dict:
+        tz = self.settings.time_zone
+        with self.pool.connection() as conn, conn.transaction():
+            self._locked_link(conn, link_id, cp)
+            ids = [r["id"] for r in conn.execute(db.q("backfill_undecided_stored_results"), {
+                "course_id": course["id"], "competence_id": course["competence_id"],
+                "after_id": cp["after_id"], "limit": cp["page_size"],
+            }).fetchall()]
+            created = evaluate_results(conn, ids, source="backfill", tz=tz).grants_created
+            nxt = dict(cp, grants_created=cp["grants_created"] + created)
+            if len(ids) < cp["page_size"]:
+                nxt["phase"] = "done"
+            else:
+                nxt["after_id"] = ids[-1]
+            conn.execute(db.q("backfill_move_checkpoint"), {"link_id": link_id, "checkpoint": Jsonb(nxt)})
+        GRANTS.labels(source="backfill").inc(created)
+        return nxt
+
+    def _finish(self, link_id: int, course_id: int, cp: dict, state: str, error: str | None) -> dict | None:
+        with self.pool.connection() as conn, conn.transaction():
+            link = conn.execute(db.q("backfill_link"), {"link_id": link_id}).fetchone()
+            if link is None:
+                return None
+            row = conn.execute(db.q("backfill_finish"), {
+                "link_id": link_id, "course_id": course_id, "state": state, "error": error,
+                "skipped": cp["skipped"], "checkpoint": Jsonb(dict(cp, phase="done")),
+            }).fetchone()
+        row = dict(link, **row)
+        log.info("backfill of link %s %s: %s processed, %s granted, %s unmatched, %s failed",
+                 link_id, state, row["backfill_processed"], row["backfill_granted"],
+                 row["backfill_unmatched"], row["backfill_failed"])
+        self.on_progress(row)
+        return row
+
+    def _fail(self, link_id: int, error: str) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(db.q("backfill_fail"), {"link_id": link_id, "error": error[:2000]})
+
+    def _course_gone(self, link_id: int, cp: dict, course: dict) -> dict:
+        nxt = dict(cp, phase="stored", after_id="")
+        with self.pool.connection() as conn, conn.transaction():
+            self._locked_link(conn, link_id, cp)
+            apply_course_status(conn, course, "deleted", datetime.now(timezone.utc),
+                                source="backfill", tz=self.settings.time_zone)
+            conn.execute(db.q("backfill_move_checkpoint"), {"link_id": link_id, "checkpoint": Jsonb(nxt)})
+        return nxt
+
+    def _load(self, link_id: int) -> dict | None:
+        with self.pool.connection() as conn:
+            return conn.execute(db.q("backfill_link"), {"link_id": link_id}).fetchone()
+
+
+class BackfillWorker(BatchWorker):
+    """Consume `{"link_id": N}` from the backfill queue, one link at a time.
+
+    The base class commits one transaction per batch; a backfill commits one per page, so this
+    worker replaces `flush`: it runs the backfill to its end (done, or failed with the reason on
+    the link) and only then acks. A worker stopped or killed half-way leaves the message
+    unacked; the broker delivers it again and the backfill resumes from its checkpoint.
+    """
+
+    kind = messaging.BACKFILL
+
+    def __init__(self, settings: Settings, pool: ConnectionPool, *, page_size: int = PAGE_SIZE,
+                 client: InfoCaptionClient | None = None, **kwargs):
+        kwargs.setdefault("batch_size", 1)
+        kwargs.setdefault("batch_wait_ms", 0)
+        super().__init__(settings, pool, **kwargs)
+        self.client = client or InfoCaptionClient.from_settings(settings)
+        self.client.sleep = self._pause  # retries wait without starving the broker heartbeat
+        self.backfill = Backfill(settings, pool, self.client, page_size=page_size,
+                                 pause=self._pause, on_progress=self._progress)
+
+    def _pause(self, seconds: float) -> None:
+        self._sleep(seconds)
+        if self.stopping.is_set():
+            raise Stopping()
+
+    def _progress(self, _row: dict) -> None:
+        broker = self._broker
+        if broker is not None:
+            broker.heartbeat_check()  # a long backfill must not look like a dead consumer
+        if self.stopping.is_set():
+            raise Stopping()
+
+    def flush(self) -> None:
+        batch, self._buffer = self._buffer, []
+        for delivery in batch:
+            if self.stopping.is_set():
+                return  # unacked: delivered again after the restart
+            body = delivery.body
+            link_id = body.get("link_id") if isinstance(body, dict) else None
+            if isinstance(link_id, bool) or not isinstance(link_id, int):
+                self._commit([], [(body, "a backfill message needs an integer link_id")])
+                delivery.message.ack()
+                continue
+            try:
+                self.run_link(link_id)
+            except Stopping:
+                log.info("backfill of link %s interrupted; it resumes from its checkpoint", link_id)
+                return
+            delivery.message.ack()
+
+    def run_link(self, link_id: int) -> None:
+        """Run one backfill to its end, retrying transient database errors from the checkpoint."""
+        delay = BACKOFF_FIRST_S
+        while True:
+            try:
+                self.backfill.run(link_id)
+                return
+            except Stopping:
+                raise
+            except CheckpointMoved as moved:
+                log.warning("backfill stopped: %s", moved)  # the link's new runner finishes it
+                return
+            except Exception as exc:  # noqa: BLE001 - sorted below
+                if is_transient(exc):
+                    log.warning("backfill of link %s: transient %s; resuming in %.1fs",
+                                link_id, exc.__class__.__name__, delay)
+                    self._pause(delay)
+                    delay = min(delay * 2, BACKOFF_CAP_S)
+                    continue
+                log.exception("backfill of link %s failed", link_id)
+                try:
+                    self.backfill._fail(link_id, f"{exc.__class__.__name__}: {exc}")
+                except Exception as again:  # noqa: BLE001
+                    if is_transient(again):
+                        self._pause(delay)
+                        continue
+                    raise
+                return

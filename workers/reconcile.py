@@ -1,0 +1,169 @@
+"""Periodic jobs of the scheduler: catalog refresh and reconciliation (CONTRACT rules 6 and 7).
+
+Catalog refresh: the published courses (guide types 14 and 18) are upserted; a known course
+the catalog no longer lists becomes `unpublished`, or `deleted` when its results endpoint
+answers 404; a listed course that was not published becomes `published` again. The time of a
+change is when the refresh read the catalog (for a course published again: its
+`datePublished` when that is later than its last change), so that a webhook about the same
+course, arriving before or after, leads to the same outcome.
+
+Reconciliation: for every linked, published course, the results changed since the course's
+cursor (`job_cursors`, name `reconcile:<course id>`) are read from the API and fed through
+the same pipeline as webhooks. The first window of a course starts when it was linked (the
+backfill covers what came before); each window overlaps the previous one by OVERLAP, so a
+clock difference between InfoCaption and us costs repeats (which change nothing), never gaps.
+A lost webhook is therefore granted by the next run: at most one interval late.
+
+Only the scheduler holding the advisory lock runs these jobs (workers/scheduler.py).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from service import db
+from service.config import Settings
+from service.domain.pipeline import apply_course_status, apply_results
+from service.infocaption.client import CourseGone, InfoCaptionClient, InfoCaptionError
+from service.metrics import GRANTS, RECONCILE_REPAIRS, RECONCILE_RUNS
+
+log = logging.getLogger(__name__)
+
+OVERLAP = timedelta(minutes=5)
+PAGE_SIZE = 500
+
+
+@dataclass
+class CatalogOutcome:
+    listed: int = 0
+    published: list[int] = field(default_factory=list)  # published again
+    unpublished: list[int] = field(default_factory=list)
+    deleted: list[int] = field(default_factory=list)
+
+
+@dataclass
+class ReconcileOutcome:
+    courses: int = 0
+    results: int = 0
+    repairs: int = 0  # results new or changed: what webhooks had not brought
+    grants_created: int = 0
+    failed_courses: list[int] = field(default_factory=list)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def refresh_catalog(settings: Settings, pool: ConnectionPool, client: InfoCaptionClient) -> CatalogOutcome:
+    """Bring the course catalog and course statuses in line with InfoCaption's."""
+    out = CatalogOutcome()
+    seen_at = _now()
+    courses = client.published_courses()  # the whole list or an exception: never half a list
+    out.listed = len(courses)
+    tz = settings.time_zone
+    with pool.connection() as conn, conn.transaction():
+        rows = conn.execute(db.q("catalog_upsert_courses"), {
+            "ids": [c.id for c in courses], "names": [c.name for c in courses],
+            "guide_types": [c.guide_type for c in courses], "seen": [seen_at] * len(courses),
+        }).fetchall()
+        listed = {c.id: c for c in courses}
+        for row in rows:
+            if row["status"] == "published":
+                continue
+            course = listed[row["id"]]
+            changed_at = seen_at
+            dp = course.date_published
+            last = row["status_changed_at"]
+            if dp is not None and (last is None or last < dp) and dp <= seen_at:
+                changed_at = dp  # published again before we looked: results since then count
+            apply_course_status(conn, course.as_dict(), "published", changed_at, source="catalog", tz=tz)
+            out.published.append(course.id)
+        missing = conn.execute(db.q("catalog_missing_courses"), {"listed": list(listed)}).fetchall()
+    if missing and not courses:
+        # An empty catalog is far likelier a glitch than every course unpublished at once.
+        log.warning("catalog refresh: InfoCaption listed no course at all; statuses left as they are")
+        return out
+    for row in missing:
+        try:
+            exists = client.course_exists(row["id"])
+        except InfoCaptionError as exc:
+            log.warning("catalog refresh: course %s not checked (%s)", row["id"], exc)
+            continue
+        status = "unpublished" if exists else "deleted"
+        if status == row["status"]:
+            continue
+        with pool.connection() as conn, conn.transaction():
+            apply_course_status(conn, {"id": row["id"], "name": row["name"], "guide_type": row["guide_type"]},
+                                status, seen_at, source="catalog", tz=tz)
+        (out.unpublished if status == "unpublished" else out.deleted).append(row["id"])
+    if out.published or out.unpublished or out.deleted:
+        log.info("catalog refresh: %d listed; published again %s, unpublished %s, deleted %s",
+                 out.listed, out.published, out.unpublished, out.deleted)
+    return out
+
+
+def reconcile(settings: Settings, pool: ConnectionPool, client: InfoCaptionClient,
+              page_size: int = PAGE_SIZE) -> ReconcileOutcome:
+    """Read results changed since each linked course's cursor and apply them."""
+    out = ReconcileOutcome()
+    tz = settings.time_zone
+    with pool.connection() as conn:
+        courses = conn.execute(db.q("reconcile_courses")).fetchall()
+    for row in courses:
+        course = {"id": row["id"], "name": row["name"], "guide_type": row["guide_type"]}
+        started = _now()
+        cursor = row["cursor"] or {}
+        try:
+            since = datetime.fromisoformat(cursor["changed_since"])
+        except (KeyError, TypeError, ValueError):
+            since = row["linked_at"]
+        out.courses += 1
+        try:
+            for page in client.result_pages(course, hits_per_page=page_size,
+                                            changed_since=since - OVERLAP):
+                if not page.items:
+                    continue
+                with pool.connection() as conn, conn.transaction():
+                    done = apply_results(conn, page.items, source="reconciliation", tz=tz)
+                out.results += done.results
+                out.repairs += len(done.statuses)
+                out.grants_created += done.grants_created
+        except CourseGone:
+            with pool.connection() as conn, conn.transaction():
+                apply_course_status(conn, course, "deleted", started, source="catalog", tz=tz)
+            log.info("reconciliation: course %s no longer exists; marked deleted", course["id"])
+            continue
+        except InfoCaptionError as exc:
+            log.warning("reconciliation of course %s failed: %s", course["id"], exc)
+            out.failed_courses.append(course["id"])
+            continue
+        with pool.connection() as conn:
+            conn.execute(db.q("save_job_cursor"), {
+                "name": f"reconcile:{course['id']}",
+                "cursor": Jsonb({"changed_since": started.isoformat()}),
+            })
+    RECONCILE_REPAIRS.inc(out.repairs)
+    GRANTS.labels(source="reconciliation").inc(out.grants_created)
+    RECONCILE_RUNS.labels(outcome="error" if out.failed_courses else "ok").inc()
+    if out.repairs or out.failed_courses:
+        log.info("reconciliation: %d course(s), %d result(s) read, %d repaired, %d grant(s); failed: %s",
+                 out.courses, out.results, out.repairs, out.grants_created, out.failed_courses)
+    return out
+
+
+def periodic_jobs(settings: Settings, pool: ConnectionPool, publisher) -> list:
+    """The scheduler's jobs of this module: catalog refresh first, then reconciliation."""
+    from workers.scheduler import Job
+
+    # Few, short retries: the scheduler's loop also relays the outbox, and the next run
+    # catches up anyway.
+    client = InfoCaptionClient.from_settings(settings, max_attempts=4, backoff_cap_s=5.0)
+    interval = settings.reconcile_interval_s
+    return [
+        Job("catalog", interval, lambda: refresh_catalog(settings, pool, client)),
+        Job("reconcile", interval, lambda: reconcile(settings, pool, client)),
+    ]
