@@ -1,8 +1,45 @@
 """The admin and ops JSON API (CONTRACT section 5), built with flask-smorest."""
 from __future__ import annotations
 
+import logging
+
+import psycopg
 from flask import Flask
 from flask_smorest import Api
+from psycopg_pool import PoolTimeout
+from werkzeug.exceptions import HTTPException
+
+from service.api import auth
+from service.api.common import ErrorSchema, IdConverter, id_converter_schema
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 5
+
+
+class AdminApi(Api):
+    """flask-smorest's Api with the contract's error shape for every error answer."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+    def handle_http_exception(self, error: HTTPException):
+        """Answer `{"code", "message", "errors"}` for 4xx/5xx, validation errors included."""
+        data = getattr(error, "data", None) or {}
+        errors = data.get("errors", data.get("messages"))
+        if not isinstance(errors, dict):
+            errors = {} if errors is None else {"_request": errors}
+        message = data.get("message")
+        if message is None:
+            message = "the request does not fit the schema" if errors else (error.description or error.name)
+        headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+        headers.update(data.get("headers") or {})
+        return {"code": error.code, "message": message, "errors": errors}, error.code, headers
+
+
+def _unavailable(exc: Exception):
+    log.warning("database unavailable: %s", exc.__class__.__name__)
+    return ({"code": 503, "message": "the database is unavailable; retry later", "errors": {}},
+            503, {"Retry-After": str(RETRY_AFTER_S)})
 
 
 def init_api(app: Flask) -> Api:
@@ -12,5 +49,18 @@ def init_api(app: Flask) -> Api:
     app.config.setdefault("OPENAPI_VERSION", "3.0.3")
     app.config.setdefault("OPENAPI_URL_PREFIX", "/api")
     app.config.setdefault("OPENAPI_JSON_PATH", "openapi.json")
-    api = Api(app)
+    app.config.setdefault("API_SPEC_OPTIONS", {"security": [{auth.SCHEME_NAME: []}]})
+    app.url_map.converters["id"] = IdConverter
+    api = AdminApi(app)
+    api.spec.components.security_scheme(auth.SCHEME_NAME, auth.SECURITY_SCHEME)
+    api.register_converter(IdConverter, id_converter_schema)
+
+    from service.api import audit, competences, courses, employees, grants, links, ops, unmatched
+
+    for module in (courses, competences, links, employees, grants, unmatched, audit, ops):
+        module.register(api)
+    auth.check_declared(app)
+    app.before_request(auth.authenticate)
+    app.register_error_handler(psycopg.OperationalError, _unavailable)
+    app.register_error_handler(PoolTimeout, _unavailable)
     return api

@@ -1,0 +1,156 @@
+"""What every admin API blueprint shares: strict schemas, fields, errors, paging, transactions."""
+from __future__ import annotations
+
+import http
+from contextlib import contextmanager
+from functools import wraps
+
+import marshmallow as ma
+from flask_smorest import Blueprint, abort
+from marshmallow import fields, validate
+from werkzeug.routing import IntegerConverter
+
+from service.domain import admin
+
+BIGINT_MAX = 2**63 - 1
+# Answers every API operation may give besides its own (documented on each operation).
+COMMON_ERRORS = (401, 403)
+PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
+
+
+# --- fields -------------------------------------------------------------------------------------
+
+def _storable_text(value: str) -> None:
+    # PostgreSQL text holds neither NUL nor lone surrogates; refuse them here, not with a 500.
+    if "\x00" in value:
+        raise ma.ValidationError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ma.ValidationError("must be valid Unicode text") from None
+
+
+def Text(*, max_length: int = 1000, min_length: int = 0, **kwargs) -> fields.String:
+    """A string field whose value PostgreSQL can store."""
+    rules = [validate.Length(min=min_length, max=max_length), _storable_text]
+    return fields.String(validate=rules, **kwargs)
+
+
+def Id(*, query: bool = False, **kwargs) -> fields.Integer:
+    """A database id (bigint): strict in JSON bodies, text in query strings."""
+    return fields.Integer(strict=not query, validate=validate.Range(min=1, max=BIGINT_MAX), **kwargs)
+
+
+def Bool(**kwargs) -> fields.Boolean:
+    """A JSON boolean, nothing else ("yes", 1 … are refused)."""
+    return fields.Boolean(truthy={True}, falsy={False}, **kwargs)
+
+
+def email_shape(value: str) -> None:
+    """Refuse what cannot be an email address (the same loose test as the webhook's)."""
+    from service.domain.rules import normalize_email
+
+    email = normalize_email(value)
+    local, at, domain = email.partition("@")
+    if not (local and at and domain) or any(c.isspace() for c in email) or "@" in domain:
+        raise ma.ValidationError("not an email address")
+
+
+class IdConverter(IntegerConverter):
+    """URL converter for ids: 1 … 2**63-1, so a path id always fits a bigint."""
+
+    def __init__(self, map, **kwargs):
+        kwargs.setdefault("min", 1)
+        kwargs.setdefault("max", BIGINT_MAX)
+        super().__init__(map, **kwargs)
+
+
+def id_converter_schema(converter) -> dict:
+    return {"type": "integer", "format": "int64", "minimum": converter.min, "maximum": converter.max}
+
+
+# --- schemas ------------------------------------------------------------------------------------
+
+class Strict(ma.Schema):
+    """Admin requests: unknown fields are refused (422), never silently dropped."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+
+class Query(ma.Schema):
+    """Query strings: pagination arguments travel beside the filters, so others are ignored."""
+
+    class Meta:
+        unknown = ma.EXCLUDE
+
+
+class ErrorSchema(ma.Schema):
+    """Every error answer: `{"code": <status>, "message": "...", "errors": {...}}`."""
+
+    code = fields.Integer(required=True, metadata={"description": "the HTTP status"})
+    message = fields.String(required=True, metadata={"description": "what went wrong"})
+    errors = fields.Dict(required=True, metadata={"description": "details by field (may be empty)"})
+
+
+# --- blueprints and views -----------------------------------------------------------------------
+
+def blueprint(name: str, description: str) -> Blueprint:
+    """A blueprint of the admin API under /api/v1 (its permission is set in service.api.auth)."""
+    return Blueprint(name, __name__, url_prefix="/api/v1", description=description)
+
+
+def errors(blp: Blueprint, *codes: int):
+    """Document the error answers of an operation (401 and 403 always)."""
+    def decorator(func):
+        for code in sorted({*COMMON_ERRORS, *codes}, reverse=True):
+            func = blp.alt_response(code, response=http.HTTPStatus(code).name)(func)
+        return func
+    return decorator
+
+
+def paginate(blp: Blueprint):
+    """`?page=&page_size=` with X-Pagination; the view gets `pagination_parameters`."""
+    return blp.paginate(page_size=PAGE_SIZE, max_page_size=MAX_PAGE_SIZE)
+
+
+def window(pagination_parameters) -> tuple[int, int]:
+    """Return (limit, offset) for a page, the offset capped to what SQL can take."""
+    return pagination_parameters.page_size, min(pagination_parameters.first_item, BIGINT_MAX)
+
+
+def paged(page: admin.Page, pagination_parameters) -> list[dict]:
+    pagination_parameters.item_count = page.total
+    return page.items
+
+
+@contextmanager
+def refusals():
+    """Turn the domain's refusals into 404, 409 and 422 answers."""
+    try:
+        yield
+    except admin.NotFound as exc:
+        abort(404, message=exc.message, errors=exc.errors)
+    except admin.Conflict as exc:
+        abort(409, message=exc.message, errors=exc.errors)
+    except admin.Invalid as exc:
+        abort(422, message=exc.message, errors=exc.errors)
+
+
+def transaction(view):
+    """Run the view with `conn` in one transaction of the app's pool; refusals become 4xx."""
+    from service.app import services
+
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        with refusals():
+            with services().pool.connection() as conn:
+                return view(conn, *args, **kwargs)
+    return wrapper
+
+
+def actor() -> str:
+    """The name of the token that made the request (the audit log's actor)."""
+    from flask import g
+
+    return g.token["name"]

@@ -1,0 +1,119 @@
+"""Ops: queue depths and consumers, dead letters, and their replay. Integrations permission."""
+from __future__ import annotations
+
+import logging
+
+from flask_smorest import abort
+from marshmallow import fields, validate
+
+from service import messaging
+from service.api.common import Id, Strict, actor, blueprint, errors
+from service.domain import admin
+
+log = logging.getLogger(__name__)
+
+# Not "ops": that name belongs to the health/metrics blueprint (service/ops.py).
+blp = blueprint(
+    "operations",
+    "What the queues hold and who consumes them; events the workers could not process "
+    "(dead letters) and putting them back on their queue.",
+)
+
+RETRY_AFTER_S = 5
+MAX_REPLAY_IDS = 10000
+
+
+class QueueSchema(Strict):
+    name = fields.String(required=True)
+    depth = fields.Integer(required=True, metadata={"description": "messages ready in the queue"})
+    consumers = fields.Integer(required=True, metadata={"description": "workers consuming it"})
+    declared = fields.Boolean(
+        required=True,
+        metadata={"description": "false when the queue does not exist yet (then depth and consumers are 0)"})
+    dead_letters = fields.Integer(
+        required=True, metadata={"description": "events of this queue dead-lettered and not replayed yet"})
+
+
+class QueuesSchema(Strict):
+    queues = fields.List(fields.Nested(QueueSchema), required=True,
+                         metadata={"description": "events, backfill and the broker's dead-letter queue"})
+    dead_letters = fields.Integer(required=True,
+                                  metadata={"description": "all dead letters not replayed yet"})
+
+
+class ReplaySchema(Strict):
+    ids = fields.List(Id(), validate=validate.Length(max=MAX_REPLAY_IDS),
+                      metadata={"description": "dead letters to replay; omit for every pending one"})
+
+
+class ReplayedSchema(Strict):
+    replayed = fields.Integer(required=True, metadata={"description": "dead letters put back on their queue"})
+    skipped = fields.Integer(required=True,
+                             metadata={"description": "pending ones that belong to no replayable queue"})
+
+
+def queue_stats(settings) -> list[dict]:
+    """Depth and consumers of every queue, by passive declaration (nothing is created)."""
+    topo = messaging.topology(settings)
+    stats = []
+    with messaging.connection(settings) as broker:
+        try:
+            broker.ensure_connection(max_retries=1, timeout=5)
+            channel = broker.channel()
+            for queue in topo.queues:
+                try:
+                    _, depth, consumers = queue(channel).queue_declare(passive=True)
+                    stats.append({"name": queue.name, "depth": depth, "consumers": consumers,
+                                  "declared": True})
+                except broker.channel_errors:
+                    channel = broker.channel()  # a failed passive declare closes the channel
+                    stats.append({"name": queue.name, "depth": 0, "consumers": 0, "declared": False})
+        except broker.connection_errors as exc:
+            log.warning("broker unavailable for queue stats: %s", exc.__class__.__name__)
+            abort(503, message="the broker is unavailable; retry later",
+                  headers={"Retry-After": str(RETRY_AFTER_S)})
+    return stats
+
+
+@blp.route("/ops/queues")
+@errors(blp, 503)
+@blp.response(200, QueuesSchema)
+def queues():
+    """Per queue: depth, consumers and pending dead letters; and all pending dead letters."""
+    from service.app import services
+
+    svc = services()
+    stats = queue_stats(svc.settings)
+    with svc.pool.connection() as conn:
+        pending = admin.pending_dead_letters(conn)
+    for queue in stats:
+        queue["dead_letters"] = pending.get(queue["name"], 0)
+    return {"queues": stats, "dead_letters": sum(pending.values())}
+
+
+@blp.route("/ops/dead-letters/replay", methods=["POST"])
+@errors(blp, 422, 503)
+@blp.arguments(ReplaySchema, required=False)
+@blp.response(200, ReplayedSchema)
+def replay(data):
+    """Put dead-lettered events back on their queue (`ids`, or all pending ones)."""
+    from service.app import services
+
+    svc = services()
+
+    def publish(payload: dict, kind: str) -> None:
+        webhook_id = payload.get("webhook_id")
+        headers = {"webhook-id": webhook_id} if isinstance(webhook_id, str) else None
+        svc.publisher.publish(payload, kind=kind, headers=headers)
+
+    with svc.pool.connection() as conn:
+        out = admin.replay_dead_letters(conn, data.get("ids"), publish, actor=actor())
+    if out.error:
+        abort(503, message=f"the broker stopped the replay after {len(out.replayed)} dead letter(s); "
+                           "retry for the rest",
+              errors={"replayed": out.replayed}, headers={"Retry-After": str(RETRY_AFTER_S)})
+    return {"replayed": len(out.replayed), "skipped": len(out.skipped)}
+
+
+def register(api) -> None:
+    api.register_blueprint(blp)
