@@ -136,6 +136,8 @@ from service.infocaption.commands import backfill, seed_demo, simulate  # noqa: 
 main.add_command(backfill)
 main.add_command(seed_demo)
 main.add_command(simulate)
+from service.ops_cli import status  # noqa: E402
+main.add_command(status)
 
 if __name__ == "__main__":
     main()
