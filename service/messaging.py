@@ -7,10 +7,16 @@ keeps the queue as files under `./.data/queue/` (the demo and single-machine def
 """
 from __future__ import annotations
 
+import json
 import logging
+import queue as queue_mod
+import socket
 import threading
+import time
+import uuid
 from dataclasses import dataclass
 
+import amqp
 from kombu import Connection, Exchange, Producer, Queue
 
 from service.config import Settings
@@ -115,10 +121,19 @@ def declare(conn: Connection, topo: Topology) -> None:
 
 
 class Publisher:
-    """Publish events durably: confirms + mandatory routing on RabbitMQ; files on disk otherwise.
+    """Publish events durably; return only once the broker holds them.
 
-    One per process; safe to share between threads (publishes are serialised).
+    RabbitMQ: a background thread of this process publishes what request threads hand it in
+    confirm mode with mandatory routing, and waits for the broker's confirms of a whole group
+    at once (a group commit: many requests share one round of quorum-queue writes). Each
+    caller is woken with its own message's outcome. Other transports: a plain publish under a
+    lock (the filesystem transport has written the file when `publish` returns).
+
+    One per process, made after fork; safe to share between threads.
     """
+
+    GROUP_MAX = 256
+    CONFIRM_TIMEOUT_S = 10.0
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -126,22 +141,63 @@ class Publisher:
         self._lock = threading.Lock()
         self._conn: Connection | None = None
         self._producer: Producer | None = None
-        self._returned: list = []
+        self._inbox: queue_mod.Queue[_Pending] = queue_mod.Queue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
 
-    def _on_return(self, exception, exchange, routing_key, message):
-        self._returned.append((exchange, routing_key))
+    # --- the caller's side ---------------------------------------------------------------
 
-    def _ensure(self) -> Producer:
-        if self._producer is None:
-            conn = connection(self.settings)
-            conn.ensure_connection(max_retries=1, timeout=5)
-            declare(conn, self.topo)
-            self._conn = conn
-            # Returned (unroutable) messages exist only on AMQP; virtual transports have no
-            # basic.return and reject the callback.
-            on_return = self._on_return if self.topo.amqp else None
-            self._producer = Producer(conn.default_channel, on_return=on_return)
-        return self._producer
+    def publish(self, body: dict, kind: str = EVENTS, headers: dict | None = None) -> None:
+        """Publish one message; raise PublishError unless the broker holds it durably."""
+        if not self.topo.amqp:
+            self._publish_plain(body, kind, headers)
+            return
+        pending = _Pending(body, kind, headers or {})
+        with self._lock:
+            if self._closed:
+                raise PublishError("publisher closed")
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
+                self._thread.start()
+        self._inbox.put(pending)
+        if not pending.done.wait(self.CONFIRM_TIMEOUT_S + 5):
+            raise PublishError("no confirm from the broker in time")
+        if pending.error is not None:
+            raise PublishError(pending.error)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        if thread is not None and thread.is_alive():
+            self._inbox.put(_STOP)
+            thread.join(timeout=15)
+        with self._lock:
+            self._reset()
+            self._closed = False
+            self._thread = None
+
+    # --- plain publishing (filesystem transport) -----------------------------------------
+
+    def _publish_plain(self, body: dict, kind: str, headers: dict | None) -> None:
+        queue = self.topo.queue(kind)
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    if self._producer is None:
+                        conn = connection(self.settings)
+                        conn.ensure_connection(max_retries=1, timeout=5)
+                        declare(conn, self.topo)
+                        self._conn, self._producer = conn, Producer(conn.default_channel)
+                    self._producer.publish(
+                        body, exchange=queue.exchange, routing_key=queue.routing_key,
+                        serializer="json", delivery_mode=2, headers=headers or {}, retry=False,
+                    )
+                    return
+                except Exception as exc:  # noqa: BLE001 - any failure means "not stored"
+                    self._reset()
+                    if attempt == 2:
+                        raise PublishError(f"queue unavailable: {exc.__class__.__name__}: {exc}") from exc
 
     def _reset(self) -> None:
         conn, self._conn, self._producer = self._conn, None, None
@@ -151,34 +207,152 @@ class Publisher:
             except Exception:  # noqa: BLE001 - the connection is already broken
                 log.debug("closing a broken broker connection failed", exc_info=True)
 
-    def publish(self, body: dict, kind: str = EVENTS, headers: dict | None = None) -> None:
-        """Publish one message; return only once the broker holds it durably."""
-        queue = self.topo.queue(kind)
-        with self._lock:
+    # --- the confirming thread (RabbitMQ) ------------------------------------------------
+
+    def _run(self) -> None:
+        link: _ConfirmLink | None = None
+        while True:
+            try:
+                first = self._inbox.get(timeout=5)
+            except queue_mod.Empty:
+                if link is not None:
+                    try:
+                        link.conn.heartbeat_check()
+                    except Exception:  # noqa: BLE001 - reconnect on next use
+                        link.close()
+                        link = None
+                continue
+            if first is _STOP:
+                break
+            group = [first]
+            while len(group) < self.GROUP_MAX:
+                try:
+                    item = self._inbox.get_nowait()
+                except queue_mod.Empty:
+                    break
+                if item is _STOP:
+                    self._inbox.put(_STOP)
+                    break
+                group.append(item)
             for attempt in (1, 2):
                 try:
-                    producer = self._ensure()
-                    self._returned.clear()
-                    producer.publish(
-                        body,
-                        exchange=queue.exchange,
-                        routing_key=queue.routing_key,
-                        serializer="json",
-                        delivery_mode=2,
-                        mandatory=self.topo.amqp,
-                        headers=headers or {},
-                        retry=False,
-                    )
-                    if self._returned:
-                        raise PublishError(f"message to {queue.name} was not routable")
-                    return
-                except PublishError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - any broker failure means "not durable"
-                    self._reset()
-                    if attempt == 2:
-                        raise PublishError(f"broker unavailable: {exc.__class__.__name__}: {exc}") from exc
+                    if link is None:
+                        link = _ConfirmLink(self.settings, self.topo)
+                    link.send(group, self.CONFIRM_TIMEOUT_S)
+                    break
+                except Exception as exc:  # noqa: BLE001 - every failure means "not durable"
+                    if link is not None:
+                        link.close()
+                        link = None
+                    unresolved = [p for p in group if not p.done.is_set()]
+                    if attempt == 2 or not unresolved:
+                        for p in unresolved:
+                            p.fail(f"broker unavailable: {exc.__class__.__name__}: {exc}")
+                        break
+                    group = unresolved  # the broker never confirmed these: try once more
+        if link is not None:
+            link.close()
+        while True:  # anyone still waiting learns that nothing was published
+            try:
+                item = self._inbox.get_nowait()
+            except queue_mod.Empty:
+                break
+            if item is not _STOP:
+                item.fail("publisher closed")
+
+
+class _Pending:
+    __slots__ = ("body", "kind", "headers", "done", "error", "message_id")
+
+    def __init__(self, body: dict, kind: str, headers: dict):
+        self.body, self.kind, self.headers = body, kind, headers
+        self.done = threading.Event()
+        self.error: str | None = None
+        self.message_id = uuid.uuid4().hex
+
+    def ok(self) -> None:
+        self.done.set()
+
+    def fail(self, error: str) -> None:
+        self.error = error
+        self.done.set()
+
+
+_STOP = object()
+
+
+class _ConfirmLink:
+    """One AMQP connection and channel in confirm mode, used by the publisher thread only."""
+
+    def __init__(self, settings: Settings, topo: Topology):
+        self.topo = topo
+        # No confirm_publish here: this channel is put in confirm mode by hand, so that many
+        # messages can be outstanding and confirmed together.
+        self.conn = Connection(settings.broker_url, heartbeat=30, connect_timeout=5)
+        self.conn.ensure_connection(max_retries=1, timeout=5)
+        declare(self.conn, topo)
+        self.channel = self.conn.channel()
+        self.channel.confirm_select()
+        self.seq = 0
+        self.outstanding: dict[int, _Pending] = {}
+        self.returned: set[str] = set()
+        self.channel.events["basic_ack"].add(self._on_ack)
+        self.channel.events["basic_nack"].add(self._on_nack)
+        self.channel.events["basic_return"].add(self._on_return)
+
+    def _settle(self, tag: int, multiple: bool, ok: bool) -> None:
+        tags = [t for t in self.outstanding if t <= tag] if multiple else [tag]
+        for t in tags:
+            pending = self.outstanding.pop(t, None)
+            if pending is None:
+                continue
+            if not ok:
+                pending.fail("the broker refused the message (nack)")
+            elif pending.message_id in self.returned:
+                self.returned.discard(pending.message_id)
+                pending.fail(f"message to {self.topo.queue(pending.kind).name} was not routable")
+            else:
+                pending.ok()
+
+    def _on_ack(self, tag, multiple):
+        self._settle(tag, multiple, True)
+
+    def _on_nack(self, tag, multiple):
+        self._settle(tag, multiple, False)
+
+    def _on_return(self, exc, exchange, routing_key, message):
+        self.returned.add(message.properties.get("message_id"))
+
+    def send(self, group: list[_Pending], timeout: float) -> None:
+        for pending in group:
+            queue = self.topo.queue(pending.kind)
+            message = amqp.Message(
+                json.dumps(pending.body, separators=(",", ":")),
+                content_type="application/json",
+                content_encoding="utf-8",
+                delivery_mode=2,
+                message_id=pending.message_id,
+                application_headers=pending.headers,
+            )
+            self.seq += 1
+            self.outstanding[self.seq] = pending
+            self.channel.basic_publish(message, exchange=queue.exchange.name,
+                                       routing_key=queue.routing_key, mandatory=True)
+        deadline = time.monotonic() + timeout
+        while any(not p.done.is_set() for p in group):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no publisher confirm in time")
+            try:
+                self.conn.drain_events(timeout=min(left, 1.0))
+            except socket.timeout:
+                continue
 
     def close(self) -> None:
-        with self._lock:
-            self._reset()
+        for pending in self.outstanding.values():
+            pending.fail("the broker connection was lost before a confirm")
+        self.outstanding.clear()
+        try:
+            self.conn.release()
+        except Exception:  # noqa: BLE001 - already broken
+            pass
