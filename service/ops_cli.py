@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 
 import click
 
-from service.observability import mask_email
+from service.observability import mask_email, scrub_text
 
-BAR_WIDTH = 78
+BAR_WIDTH = 72
 
 
 def _read(settings, database_url: str, recent: int) -> dict:
@@ -21,13 +21,13 @@ def _read(settings, database_url: str, recent: int) -> dict:
     try:
         report["queues"] = [s.__dict__ for s in queue_stats(settings)]
     except Exception as exc:  # noqa: BLE001 - shown to the operator
-        report["broker"] = f"{exc.__class__.__name__}: {exc}"
+        report["broker"] = scrub_text(f"{exc.__class__.__name__}: {exc}")
     try:
         with db.connect(database_url, connect_timeout=5) as conn:
             state = database_state(conn, timeout_s=10)
             grants = conn.execute(db.q("obs_recent_grants"), {"limit": recent}).fetchall()
     except Exception as exc:  # noqa: BLE001 - shown to the operator
-        report["database"] = f"{exc.__class__.__name__}: {exc}"
+        report["database"] = scrub_text(f"{exc.__class__.__name__}: {exc}")
     else:
         report.update(
             results=state.results,
@@ -44,14 +44,14 @@ def _progress_bar(b: dict, now: datetime) -> str:
 
     started = b.get("started_at")
     elapsed = max(0.0, (now - started).total_seconds()) if started else 0.0
-    prefix = f"link {b['id']} (course {b['course_id']} → competence {b['competence_id']})"
     bar = tqdm.format_meter(b["processed"], b["total"] or None, elapsed, ncols=BAR_WIDTH,
-                            prefix=prefix, unit=" results")
-    return (f"{bar}\n    granted {b['granted']}, unmatched {b['unmatched']}, "
-            f"failed {b['failed']}")
+                            unit=" results")
+    return (f"  link {b['id']} (course {b['course_id']} → competence {b['competence_id']})\n"
+            f"    {bar}\n"
+            f"    granted {b['granted']}, unmatched {b['unmatched']}, failed {b['failed']}")
 
 
-def _print(report: dict, recent: int) -> None:
+def _print(report: dict, recent: int, tz) -> None:
     echo = click.echo
     echo("Queues")
     if report["broker"]:
@@ -73,7 +73,7 @@ def _print(report: dict, recent: int) -> None:
         echo("  none")
     for g in report["recent_grants"]:
         valid = f"{g['valid_from']}..{g['valid_to'] or ''}"
-        echo(f"  {g['created_at']:%Y-%m-%d %H:%M:%S}  #{g['id']}  {g['email']}  "
+        echo(f"  {g['created_at'].astimezone(tz):%Y-%m-%d %H:%M:%S %z}  #{g['id']}  {g['email']}  "
              f"{g['competence']} (course {g['course_id'] or '-'}, {g['source']}, valid {valid})")
     echo("\nBackfills running")
     if not report["backfills"]:
@@ -103,6 +103,6 @@ def status(recent: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report, default=str, ensure_ascii=False))
     else:
-        _print(report, recent)
+        _print(report, recent, settings.tz)
     if report["broker"] or report["database"]:
         sys.exit(1)
