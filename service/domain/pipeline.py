@@ -89,9 +89,10 @@ def claim_webhooks(conn: psycopg.Connection, events: list[dict]) -> list[dict]:
         first.setdefault(event["webhook_id"], event)
     if not first:
         return []
+    ids = sorted(first)
     rows = conn.execute(
         db.q("claim_webhooks"),
-        {"webhook_ids": list(first), "types": [e["type"] for e in first.values()]},
+        {"webhook_ids": ids, "types": [first[i]["type"] for i in ids]},
     ).fetchall()
     return [first[row["webhook_id"]] for row in rows]
 
@@ -105,7 +106,8 @@ def record_results(conn: psycopg.Connection, records: list[ResultRecord], source
             latest[rec.id] = rec
     if not latest:
         return []
-    recs = list(latest.values())
+    # A fixed order makes concurrent batches lock rows in the same order (fewer deadlocks).
+    recs = sorted(latest.values(), key=lambda r: r.id)
     conn.execute(
         db.q("upsert_courses_seen"),
         {
