@@ -1,0 +1,128 @@
+"""Grants: list with evidence and validity; revoke with a reason; a revoked grant stays revoked."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from service.domain.pipeline import evaluate_results
+from tests.conftest import completed_event, dumps, sign, wait_for
+from tests.integration.api.conftest import (add_course, add_employee, add_grant, add_link, add_tree,
+                                            audit_rows)
+
+pytestmark = pytest.mark.integration
+
+
+def test_list_grants_with_evidence_and_filters(conn, api):
+    add_course(conn, 4711)
+    tree = add_tree(conn)
+    other = conn.execute("INSERT INTO competences (parent_id, name, kind) VALUES (%s, 'Other', 'competence')"
+                         " RETURNING id", (tree["group"],)).fetchone()["id"]
+    link = add_link(conn, 4711, tree["leaf"])
+    anna, eva = add_employee(conn, "anna@kommun.se"), add_employee(conn, "eva@kommun.se")
+    g1 = add_grant(conn, anna, tree["leaf"], result_id="r-1", link_id=link)
+    g2 = add_grant(conn, anna, other, result_id="r-2")
+    g3 = add_grant(conn, eva, tree["leaf"], result_id="r-3")
+    r = api.get("/api/v1/grants")
+    assert r.status_code == 200
+    first = r.get_json()[0]
+    assert first == {**first, "id": g1, "employee_id": anna, "competence_id": tree["leaf"],
+                     "valid_from": "2026-11-30", "valid_to": "2028-11-29", "source": "webhook",
+                     "course_id": 4711, "result_id": "r-1", "link_id": link, "webhook_id": None}
+    assert [g["id"] for g in api.get(f"/api/v1/grants?employee_id={anna}").get_json()] == [g1, g2]
+    assert [g["id"] for g in api.get(f"/api/v1/grants?competence_id={tree['leaf']}").get_json()] == [g1, g3]
+    assert [g["id"] for g in api.get(f"/api/v1/grants?employee_id={eva}&competence_id={other}").get_json()] == []
+    assert api.get("/api/v1/grants?employee_id=0").status_code == 422
+
+
+def test_revoke_needs_a_reason(conn, api):
+    add_course(conn, 4711)
+    tree = add_tree(conn)
+    grant = add_grant(conn, add_employee(conn, "anna@kommun.se"), tree["leaf"])
+    for kwargs in ({}, {"json": {}}, {"json": {"reason": ""}}, {"json": {"reason": "   "}},
+                   {"json": {"reason": None}}, {"json": {"reason": "x", "force": True}}):
+        r = api.delete(f"/api/v1/grants/{grant}", **kwargs)
+        assert r.status_code == 422, (kwargs, r.get_json())
+        assert set(r.get_json()) == {"code", "message", "errors"}
+    assert conn.execute("SELECT count(*) AS n FROM grants").fetchone()["n"] == 1
+    assert api.delete("/api/v1/grants/999", json={"reason": "wrong person"}).status_code == 404
+
+
+def test_revoke_deletes_the_grant_and_remembers_why(conn, api):
+    add_course(conn, 4711)
+    tree = add_tree(conn)
+    emp = add_employee(conn, "anna@kommun.se")
+    grant = add_grant(conn, emp, tree["leaf"], result_id="r-1")
+    r = api.delete(f"/api/v1/grants/{grant}", json={"reason": "  registered on the wrong person "})
+    assert r.status_code == 200
+    revocation = r.get_json()
+    assert revocation == {**revocation, "grant_id": grant, "employee_id": emp, "competence_id": tree["leaf"],
+                          "result_id": "r-1", "valid_from": "2026-11-30", "valid_to": "2028-11-29",
+                          "reason": "registered on the wrong person", "revoked_by": "admin"}
+    assert conn.execute("SELECT count(*) AS n FROM grants").fetchone()["n"] == 0
+    stored = conn.execute("SELECT reason, revoked_by, result_id FROM grant_revocations").fetchall()
+    assert stored == [{"reason": "registered on the wrong person", "revoked_by": "admin", "result_id": "r-1"}]
+    [row] = audit_rows(conn, "grant.revoke")
+    assert row["target"] == f"grant:{grant}" and row["actor"] == "admin"
+    assert row["after"]["reason"] == "registered on the wrong person"
+    assert row["before"]["result_id"] == "r-1"
+    assert api.delete(f"/api/v1/grants/{grant}", json={"reason": "again"}).status_code == 404
+
+
+def _processed(conn, webhook_id):
+    return conn.execute("SELECT 1 FROM webhook_receipts WHERE webhook_id = %s", (webhook_id,)).fetchone()
+
+
+def _queue_depth(app):
+    from service import messaging
+
+    svc = app.extensions["competence_bridge"]
+    with messaging.connection(svc.settings) as broker:
+        queue = messaging.topology(svc.settings).queue(messaging.EVENTS)(broker.channel())
+        return queue.queue_declare(passive=True)[1]
+
+
+def _grants(conn):
+    return conn.execute("SELECT employee_id, result_id FROM grants").fetchall()
+
+
+def test_a_revoked_grant_stays_revoked_when_the_webhook_comes_again(conn, app, client, api, run_worker):
+    add_course(conn, 4711)
+    tree = add_tree(conn)
+    add_link(conn, 4711, tree["leaf"])
+    emp = add_employee(conn, "anna.andersson@kommun.se")
+    run_worker()
+    raw = dumps(completed_event("r-1", "anna.andersson@kommun.se"))
+    first = sign(raw, msg_id="msg-first")
+    assert client.post("/webhooks/infocaption", data=raw, headers=first).status_code == 202
+    [grant] = wait_for(lambda: conn.execute("SELECT id FROM grants").fetchall(), message="the grant")
+
+    assert api.delete(f"/api/v1/grants/{grant['id']}", json={"reason": "did not attend"}).status_code == 200
+    assert _grants(conn) == []
+
+    # InfoCaption sends the same result again under a new webhook id ...
+    again = sign(raw, msg_id="msg-second")
+    assert client.post("/webhooks/infocaption", data=raw, headers=again).status_code == 202
+    wait_for(lambda: _processed(conn, "msg-second"), message="the redelivery processed")
+    # ... and the very same webhook once more (the sender retried it).
+    assert client.post("/webhooks/infocaption", data=raw, headers=first).status_code == 202
+    # ... and the result changed (a later timestamp, another score), so it is decided again.
+    changed = completed_event("r-1", "anna.andersson@kommun.se", timestamp="2099-01-01T00:00:00Z")
+    changed["data"]["score"] = 99
+    raw_changed = dumps(changed)
+    assert client.post("/webhooks/infocaption", data=raw_changed,
+                       headers=sign(raw_changed, msg_id="msg-third")).status_code == 202
+    wait_for(lambda: _processed(conn, "msg-third"), message="the changed result processed")
+    wait_for(lambda: _queue_depth(app) == 0, message="every delivery consumed")
+    assert _grants(conn) == []
+    # A reconciliation or backfill deciding the same result again does not re-create it either.
+    evaluate_results(conn, ["r-1"], source="reconciliation", tz="Europe/Stockholm")
+    assert _grants(conn) == []
+
+    # Only a later passed result (another result id) grants it again.
+    later = (datetime.now(timezone.utc) + timedelta(minutes=1)).isoformat()
+    raw_later = dumps(completed_event("r-2", "anna.andersson@kommun.se", completed_at=later))
+    assert client.post("/webhooks/infocaption", data=raw_later,
+                       headers=sign(raw_later, msg_id="msg-later")).status_code == 202
+    wait_for(lambda: _grants(conn), message="the later result's grant")
+    assert _grants(conn) == [{"employee_id": emp, "result_id": "r-2"}]
