@@ -97,8 +97,7 @@ UPDATE links l
                count(*) FILTER (WHERE status = 'course_not_published') AS not_published
           FROM results WHERE course_id = %(course_id)s) s
  WHERE l.id = %(link_id)s
-RETURNING l.backfill_state, l.backfill_total, l.backfill_processed, l.backfill_granted,
-          l.backfill_unmatched, l.backfill_failed, l.backfill_checkpoint;
+RETURNING l.*;
 
 -- name: backfill_fail
 -- Stop a backfill on an error; the checkpoint stays so that a new run resumes from it.

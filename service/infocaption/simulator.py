@@ -54,8 +54,8 @@ DEFAULT_RETRY_SCHEDULE = (1.0, 5.0, 30.0, 120.0, 300.0, 600.0, 1800.0)
 # --- the data set ---------------------------------------------------------------------------
 
 
-def _iso(moment: datetime) -> str:
-    text = moment.isoformat(timespec="seconds")
+def _iso(moment: datetime, timespec: str = "seconds") -> str:
+    text = moment.isoformat(timespec=timespec)
     return text.replace("+00:00", "Z")
 
 
@@ -529,8 +529,8 @@ class Simulator:
             "user": {"email": email, "firstName": first_name, "lastName": last_name},
             "passed": passed,
             "score": score if score is not None else (90 if passed else 40),
-            "completedAt": _iso(completed_at),
-            "changedAt": _iso(changed_at.astimezone(timezone.utc)),
+            "completedAt": _iso(completed_at, "milliseconds"),
+            "changedAt": _iso(changed_at.astimezone(timezone.utc), "milliseconds"),
         }
         with self.lock:
             course = self.data.courses[course_id]
@@ -539,7 +539,7 @@ class Simulator:
             self.data.add(course_id, payload, completed_at, changed_at)
         body = {
             "type": "course.completed",
-            "timestamp": _iso(now),
+            "timestamp": _iso(now, "milliseconds"),
             "data": {
                 "resultId": result_id,
                 "course": course.ref(),
@@ -575,7 +575,7 @@ class Simulator:
                 setattr(course, name, value)
             if kind == "published":
                 course.date_published = _iso(datetime.now(timezone.utc))
-        body = {"type": f"course.{kind}", "timestamp": _iso(datetime.now(timezone.utc)),
+        body = {"type": f"course.{kind}", "timestamp": _iso(datetime.now(timezone.utc), "milliseconds"),
                 "data": {"course": course.ref()}}
         self._notify(body, notify, f"course.{kind}:{course_id}")
 
@@ -648,10 +648,14 @@ class Simulator:
             self._tokens.clear()
 
     def served(self, status: int | None = None, path: str = "") -> int:
-        """How many requests under `path` were answered (with `status`)."""
+        """How many requests whose path and query start with `path` were answered (with `status`)."""
+        return len(self.requests(status, path))
+
+    def requests(self, status: int | None = None, path: str = "") -> list[str]:
+        """Paths with query of the requests answered so far (with `status`), in order."""
         with self.lock:
-            return sum(1 for _, p, s in self._served
-                       if p.startswith(path) and (status is None or s == status))
+            return [p for _, p, s in self._served
+                    if p.startswith(path) and (status is None or s == status)]
 
     # -- used by the app -------------------------------------------------------------------
 
@@ -701,7 +705,7 @@ class SimulatorApp:
             log.exception("simulator error on %s", request.path)
             response = _json({"error": "internal"}, 500)
         if not request.path.startswith("/_sim"):
-            self.sim._record(request.method, request.path, response.status_code)
+            self.sim._record(request.method, request.full_path.rstrip("?"), response.status_code)
         return response(environ, start_response)
 
     def dispatch(self, request: Request) -> Response:

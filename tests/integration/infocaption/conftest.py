@@ -1,0 +1,138 @@
+"""Fixtures for the InfoCaption room: the simulator over real HTTP, the service's web app over
+real HTTP (so the simulator's webhooks reach it), and helpers to set up links."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+from werkzeug.serving import make_server
+
+from service.domain.rules import normalize_email
+from service.infocaption.client import InfoCaptionClient
+from service.infocaption.simulator import DataSet, Simulator, generate
+from tests.conftest import SECRET
+
+TZ = ZoneInfo("Europe/Stockholm")
+FAST_RETRIES = (0.2, 0.5, 1.0, 2.0)
+
+
+@pytest.fixture
+def make_sim():
+    """Start simulators on ephemeral ports; all are stopped at the end of the test."""
+    started: list[Simulator] = []
+
+    def start(data: DataSet | None = None, *, webhook_url: str | None = None, **kwargs) -> Simulator:
+        kwargs.setdefault("retry_schedule", FAST_RETRIES)
+        sim = Simulator(data if data is not None else generate(1, courses=3, results_per_course=50,
+                                                               employees=30),
+                        webhook_url=webhook_url, webhook_secret=SECRET if webhook_url else None,
+                        **kwargs)
+        started.append(sim.start())
+        return sim
+
+    yield start
+    for sim in started:
+        sim.stop()
+
+
+def settings_for(settings, sim: Simulator):
+    """The test's settings, pointed at a running simulator."""
+    return dataclasses.replace(settings, infocaption_base_url=sim.url,
+                               infocaption_client_id=sim.client_id,
+                               infocaption_client_secret=sim.client_secret)
+
+
+def client_for(sim: Simulator, **kwargs) -> InfoCaptionClient:
+    kwargs.setdefault("backoff_first_s", 0.01)
+    kwargs.setdefault("backoff_cap_s", 0.05)
+    return InfoCaptionClient(sim.url, sim.client_id, sim.client_secret, **kwargs)
+
+
+@pytest.fixture
+def web_url(app):
+    """The service's Flask app served over real HTTP on an ephemeral port."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    thread.join(timeout=5)
+    server.server_close()
+
+
+def add_staff(conn, data: DataSet) -> dict[str, int]:
+    """The data set's staff as employees; returns normalised email -> employee id."""
+    rows = conn.execute(
+        "INSERT INTO employees (email, email_normalized, first_name, last_name)"
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) RETURNING id, email_normalized",
+        ([e.email for e in data.employees], [normalize_email(e.email) for e in data.employees],
+         [e.first_name for e in data.employees], [e.last_name for e in data.employees]),
+    ).fetchall()
+    return {r["email_normalized"]: r["id"] for r in rows}
+
+
+def add_link(conn, course, *, valid_days: int | None = 730, name: str = "HLR vuxen",
+             renew: bool = False) -> dict:
+    """A competence linked to a course (as the admin API does: link + outbox row)."""
+    conn.execute(
+        "INSERT INTO courses (id, name, guide_type) VALUES (%s, %s, %s) ON CONFLICT (id) DO NOTHING",
+        (course.id, course.name, course.guide_type))
+    main = conn.execute(
+        "INSERT INTO competences (name, kind) VALUES ('Vård', 'main_group') RETURNING id").fetchone()["id"]
+    group = conn.execute("INSERT INTO competences (parent_id, name, kind) VALUES (%s, 'Akut', 'group')"
+                         " RETURNING id", (main,)).fetchone()["id"]
+    comp = conn.execute(
+        "INSERT INTO competences (parent_id, name, kind, default_valid_days, renew_on_completion)"
+        " VALUES (%s, %s, 'competence', %s, %s) RETURNING id", (group, name, valid_days, renew),
+    ).fetchone()["id"]
+    link = conn.execute(
+        "INSERT INTO links (course_id, competence_id, created_by) VALUES (%s, %s, 'test') RETURNING *",
+        (course.id, comp)).fetchone()
+    return link
+
+
+def expected_grants(data: DataSet, course_id: int, staff: dict[str, int], valid_days: int | None = 730):
+    """What a backfill must grant: employee id -> (valid_from, valid_to) of the first pass.
+
+    The simulator lists results oldest first, so the first passed result read is the earliest.
+    """
+    from datetime import timedelta
+
+    first: dict[int, datetime] = {}
+    for r in data.all_results(course_id):
+        try:
+            completed = datetime.fromisoformat(r["completedAt"])
+        except (TypeError, ValueError):
+            continue
+        if r.get("passed") is not True or completed.tzinfo is None:
+            continue
+        emp = staff.get(normalize_email(r["user"]["email"]))
+        if emp is not None and (emp not in first or completed < first[emp]):
+            first[emp] = completed
+    out = {}
+    for emp, completed in first.items():
+        start = completed.astimezone(TZ).date()
+        out[emp] = (start, None if valid_days is None else start + timedelta(days=valid_days))
+    return out
+
+
+def classify(data: DataSet, course_id: int, staff: dict[str, int]) -> dict[str, int]:
+    """How many of a course's (readable) results are granted, unmatched and failed."""
+    counts = {"granted": 0, "unmatched": 0, "failed": 0}
+    for r in data.all_results(course_id):
+        if str(r.get("resultId")).startswith("bad-"):
+            continue  # the simulator's malformed records: skipped by the client
+        if not r["passed"]:
+            counts["failed"] += 1  # a failed result grants nothing, matched or not
+        elif normalize_email(r["user"]["email"]) in staff:
+            counts["granted"] += 1
+        else:
+            counts["unmatched"] += 1
+    return counts
+
+
+def link_row(conn, link_id: int) -> dict:
+    return conn.execute("SELECT * FROM links WHERE id = %s", (link_id,)).fetchone()

@@ -1,0 +1,266 @@
+"""Backfill on link creation (CONTRACT rule 4) against the simulator over real HTTP, on real
+PostgreSQL and RabbitMQ."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from service import messaging
+from service.domain.pipeline import ResultRecord, apply_results
+from service.infocaption.simulator import generate
+from service.messaging import Publisher
+from service.metrics import INFOCAPTION_BAD_RECORDS
+from tests.conftest import SECRET, wait_for
+from tests.integration.infocaption.conftest import (
+    TZ, add_link, add_staff, classify, client_for, expected_grants, link_row, settings_for)
+from workers.backfill import Backfill, BackfillWorker
+
+pytestmark = pytest.mark.integration
+
+COUNTERS = ("backfill_state", "backfill_total", "backfill_processed", "backfill_granted",
+            "backfill_unmatched", "backfill_failed", "backfill_error")
+
+
+def grants_of(conn, competence_id):
+    return {r["employee_id"]: r for r in conn.execute(
+        "SELECT * FROM grants WHERE competence_id = %s", (competence_id,)).fetchall()}
+
+
+def snapshot(conn, link_id):
+    """Everything a second run must leave as it is (timestamps of changes included)."""
+    grants = conn.execute("SELECT id, employee_id, competence_id, valid_from, valid_to, source,"
+                          " result_id, updated_at FROM grants ORDER BY id").fetchall()
+    results = conn.execute("SELECT id, status, employee_id, updated_at FROM results ORDER BY id").fetchall()
+    link = link_row(conn, link_id)
+    return grants, results, {k: link[k] for k in COUNTERS}
+
+
+def queue_depth(s, kind):
+    with messaging.connection(s) as broker:
+        q = messaging.topology(s).queue(kind)(broker.channel())
+        _, depth, _ = q.queue_declare(passive=True)
+        return depth
+
+
+def test_backfill_of_10000_results_grants_exactly_the_passed_and_matched(conn, settings, pool, make_sim):
+    data = generate(7, courses=1, results_per_course=10_000, employees=1500)
+    sim = make_sim(data)
+    s = settings_for(settings, sim)
+    course = data.courses[4711]
+    staff = add_staff(conn, data)
+    link = add_link(conn, course, valid_days=730)
+    assert link["backfill_state"] == "pending"
+
+    worker = BackfillWorker(s, pool, page_size=1000)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    publisher = Publisher(s)
+    try:
+        publisher.publish({"link_id": link["id"]}, kind=messaging.BACKFILL)
+        wait_for(lambda: link_row(conn, link["id"])["backfill_state"] == "done", timeout=60,
+                 message="the backfill done")
+        # acked only after the link was done: nothing left in the queue
+        wait_for(lambda: queue_depth(s, messaging.BACKFILL) == 0, message="backfill queue drained")
+    finally:
+        worker.stop()
+        thread.join(timeout=30)
+        publisher.close()
+
+    # grants exactly for the passed and matched, dated by the first pass in Stockholm time
+    want = expected_grants(data, course.id, staff, valid_days=730)
+    got = grants_of(conn, link["competence_id"])
+    assert {e: (g["valid_from"], g["valid_to"]) for e, g in got.items()} == want
+    assert {(g["source"], g["course_id"], g["link_id"]) for g in got.values()} == {
+        ("backfill", course.id, link["id"])}
+    # the time zone matters for some of them: 23:xx UTC is the next day in Stockholm
+    late = [r for r in data.all_results(course.id)
+            if r["passed"] and datetime.fromisoformat(r["completedAt"]).astimezone(timezone.utc).hour == 23]
+    assert late and any(datetime.fromisoformat(r["completedAt"]).astimezone(TZ).date()
+                        != datetime.fromisoformat(r["completedAt"]).astimezone(timezone.utc).date()
+                        for r in late)
+
+    # every result kept, the unmatched ones with status 'unmatched' (the unmatched report)
+    counts = classify(data, course.id, staff)
+    statuses = {r["status"]: r["n"] for r in conn.execute(
+        "SELECT status, count(*) AS n FROM results GROUP BY status").fetchall()}
+    assert statuses == {k: v for k, v in counts.items() if v}
+    assert counts["unmatched"] > 0 and counts["failed"] > 0
+
+    # the counters add up: processed = total = granted + unmatched + failed
+    row = link_row(conn, link["id"])
+    assert row["backfill_total"] == row["backfill_processed"] == 10_000
+    assert (row["backfill_granted"], row["backfill_unmatched"], row["backfill_failed"]) == (
+        counts["granted"], counts["unmatched"], counts["failed"])
+    assert row["backfill_started_at"] <= row["backfill_finished_at"]
+    assert row["backfill_checkpoint"]["grants_created"] == len(want)
+
+    # a second run changes nothing
+    before = snapshot(conn, link["id"])
+    again = Backfill(s, pool, client_for(sim), page_size=1000).run(link["id"], again=True)
+    assert again["backfill_state"] == "done"
+    assert again["backfill_checkpoint"]["grants_created"] == 0
+    assert snapshot(conn, link["id"]) == before
+
+
+def _cli(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def test_backfill_killed_half_way_resumes_without_duplicates_or_gaps(conn, settings, pool, make_sim):
+    data = generate(11, courses=1, results_per_course=5000, employees=800)
+    sim = make_sim(data)
+    sim.inject_delay(0.05, times=10_000, path="/API/courses/")  # slow pages: time to kill it
+    s = settings_for(settings, sim)
+    course = data.courses[4711]
+    staff = add_staff(conn, data)
+    link = add_link(conn, course)
+    env = dict(os.environ, DATABASE_URL=s.database_url, BROKER_URL=s.broker_url,
+               INFOCAPTION_BASE_URL=sim.url, INFOCAPTION_CLIENT_ID=sim.client_id,
+               INFOCAPTION_CLIENT_SECRET=sim.client_secret, INFOCAPTION_WEBHOOK_SECRETS=SECRET,
+               QUEUE_PREFIX=s.queue_prefix, TIME_ZONE=s.time_zone, LOG_LEVEL="WARNING")
+    proc = subprocess.Popen([_cli("competence-bridge"), "backfill", "--link", str(link["id"]),
+                             "--page-size", "250"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: proc.poll() is not None or link_row(conn, link["id"])["backfill_processed"] >= 1500,
+                 timeout=60, message="the backfill half-way")
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+
+    killed = link_row(conn, link["id"])
+    assert killed["backfill_state"] == "running"
+    assert 1500 <= killed["backfill_processed"] < 5000
+    resume_page = killed["backfill_checkpoint"]["page"]
+    assert resume_page > 1
+    stored_before = conn.execute("SELECT count(*) AS n FROM results").fetchone()["n"]
+    assert stored_before < 5000
+    asked = len(sim.requests(path="/API/courses/4711/results"))
+
+    # restarted (a different page size is ignored: the checkpoint's offsets hold)
+    row = Backfill(s, pool, client_for(sim), page_size=1000).run(link["id"])
+    # (the killed process's last request may still have been answered after `asked`)
+    resumed = [int(p.split("page=")[1].split("&")[0])
+               for p in sim.requests(path="/API/courses/4711/results")[asked:]]
+    assert all(p.endswith("hitsPerPage=250") for p in sim.requests(path="/API/courses/"))
+    assert min(resumed) == resume_page  # it resumed where it stopped, not at page 1
+    assert sorted(set(resumed)) == list(range(resume_page, 21))
+    assert all(resumed.count(p) == 1 for p in range(resume_page + 1, 21))
+
+    assert row["backfill_state"] == "done"
+    assert conn.execute("SELECT count(*) AS n FROM results").fetchone()["n"] == 5000  # no gaps
+    want = expected_grants(data, course.id, staff)
+    got = grants_of(conn, link["competence_id"])
+    assert {e: (g["valid_from"], g["valid_to"]) for e, g in got.items()} == want  # no duplicates
+    counts = classify(data, course.id, staff)
+    assert (row["backfill_total"], row["backfill_processed"]) == (5000, 5000)
+    assert (row["backfill_granted"], row["backfill_unmatched"], row["backfill_failed"]) == (
+        counts["granted"], counts["unmatched"], counts["failed"])
+
+
+def test_backfill_survives_429_and_500_and_a_lost_token(conn, settings, pool, make_sim):
+    data = generate(3, courses=1, results_per_course=1200, employees=200)
+    sim = make_sim(data)
+    s = settings_for(settings, sim)
+    course = data.courses[4711]
+    staff = add_staff(conn, data)
+    link = add_link(conn, course)
+    sim.inject(503, times=1, path="/oauth2/token")
+    sim.inject(429, times=2, retry_after=1, path="/API/courses/")
+    sim.inject(500, times=3, path="/API/courses/")
+    backfill = Backfill(s, pool, client_for(sim), page_size=300)
+
+    pages = []
+
+    def on_progress(row):
+        pages.append(row)
+        if len(pages) == 3:
+            sim.expire_tokens()  # the next call answers 401: renewed, not failed
+
+    backfill.on_progress = on_progress
+    row = backfill.run(link["id"])
+    assert row["backfill_state"] == "done"
+    assert (sim.served(503, "/oauth2"), sim.served(429), sim.served(500), sim.served(401)) == (1, 2, 3, 1)
+    assert {e: (g["valid_from"], g["valid_to"]) for e, g in grants_of(conn, link["competence_id"]).items()} == \
+        expected_grants(data, course.id, staff)
+    assert row["backfill_processed"] == row["backfill_total"] == 1200
+
+
+def test_bad_records_are_skipped_counted_and_masked(conn, settings, pool, make_sim, caplog):
+    data = generate(5, courses=1, results_per_course=300, employees=50, bad_records=3)
+    sim = make_sim(data)
+    s = settings_for(settings, sim)
+    course = data.courses[4711]
+    staff = add_staff(conn, data)
+    link = add_link(conn, course)
+    bad_before = INFOCAPTION_BAD_RECORDS._value.get()
+    row = Backfill(s, pool, client_for(sim), page_size=100).run(link["id"])
+    assert row["backfill_state"] == "done"
+    assert INFOCAPTION_BAD_RECORDS._value.get() - bad_before == 3
+    counts = classify(data, course.id, staff)
+    assert row["backfill_processed"] == row["backfill_total"] == 303
+    assert row["backfill_failed"] == counts["failed"] + 3
+    assert row["backfill_checkpoint"]["failed_unreadable"] == 3
+    assert row["backfill_granted"] + row["backfill_unmatched"] + row["backfill_failed"] == 303
+    assert "medarbetare.1@kommun.example" not in caplog.text
+    assert "m***@kommun.example" in caplog.text
+
+
+def test_backfill_decides_stored_results_and_leaves_held_grants_alone(conn, settings, pool, make_sim):
+    data = generate(6, courses=1, results_per_course=40, employees=10)
+    sim = make_sim(data)
+    s = settings_for(settings, sim)
+    course = data.courses[4711]
+    staff = add_staff(conn, data)
+    newcomer = conn.execute(
+        "INSERT INTO employees (email, email_normalized) VALUES ('ny.medarbetare@kommun.example',"
+        " 'ny.medarbetare@kommun.example') RETURNING id").fetchone()["id"]
+    # A result InfoCaption's API does not list came by webhook before the link existed.
+    early = ResultRecord("r-webhook-only", course.id, course.name, course.guide_type,
+                         " Ny.Medarbetare@Kommun.example", None, None, True, 95,
+                         datetime(2026, 1, 10, 23, 30, tzinfo=timezone.utc),
+                         datetime(2026, 1, 10, 23, 31, tzinfo=timezone.utc), "msg-early")
+    apply_results(conn, [early], source="webhook", tz=s.time_zone)
+    assert conn.execute("SELECT status FROM results WHERE id = 'r-webhook-only'").fetchone()["status"] == "no_link"
+    link = add_link(conn, course, valid_days=None)
+    # An employee already holds the competence (registered by hand): left as it is (rule 3).
+    held = next(iter(expected_grants(data, course.id, staff)))
+    conn.execute("INSERT INTO grants (employee_id, competence_id, valid_from, source)"
+                 " VALUES (%s, %s, '2019-05-05', 'manual')", (held, link["competence_id"]))
+
+    row = Backfill(s, pool, client_for(sim), page_size=25).run(link["id"])
+    assert row["backfill_state"] == "done"
+    got = grants_of(conn, link["competence_id"])
+    assert (got[held]["source"], str(got[held]["valid_from"])) == ("manual", "2019-05-05")
+    assert (got[newcomer]["result_id"], got[newcomer]["webhook_id"], str(got[newcomer]["valid_from"])) == (
+        "r-webhook-only", "msg-early", "2026-01-11")
+    want = expected_grants(data, course.id, staff, valid_days=None)
+    assert set(got) == set(want) | {newcomer}
+    assert row["backfill_processed"] == 41  # the 40 the API lists and the stored one
+    assert row["backfill_granted"] == classify(data, course.id, staff)["granted"] + 1
+
+
+def test_backfill_of_a_deleted_course_fails_with_the_reason_and_flags_the_course(conn, settings, pool, make_sim):
+    data = generate(8, courses=1, results_per_course=20, employees=10)
+    sim = make_sim(data)
+    s = settings_for(settings, sim)
+    course = data.courses[4711]
+    add_staff(conn, data)
+    link = add_link(conn, course)
+    sim.delete_course(course.id)
+    row = Backfill(s, pool, client_for(sim)).run(link["id"])
+    assert row["backfill_state"] == "failed"
+    assert "404" in row["backfill_error"]
+    assert conn.execute("SELECT status FROM courses WHERE id = %s", (course.id,)).fetchone()["status"] == "deleted"
+    assert link_row(conn, link["id"]) is not None  # the link stays, flagged by its course

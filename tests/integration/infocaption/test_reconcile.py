@@ -1,0 +1,160 @@
+"""Reconciliation, catalog refresh and the course life cycle (CONTRACT rules 6 and 7), with
+the simulator sending webhooks to the service over real HTTP."""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+
+import pytest
+
+from service.domain.rules import normalize_email
+from service.infocaption.commands import seed_demo_data
+from service.infocaption.simulator import generate
+from service.metrics import RECONCILE_REPAIRS, RECONCILE_RUNS
+from tests.conftest import wait_for
+from tests.integration.infocaption.conftest import (
+    TZ, add_link, add_staff, client_for, expected_grants, link_row, settings_for)
+from workers.backfill import BackfillWorker
+from workers.reconcile import refresh_catalog, reconcile
+from workers.scheduler import Scheduler
+
+pytestmark = pytest.mark.integration
+
+
+def result_status(conn, rid):
+    row = conn.execute("SELECT status FROM results WHERE id = %s", (rid,)).fetchone()
+    return row and row["status"]
+
+
+def grant_of(conn, employee_id, competence_id):
+    return conn.execute("SELECT * FROM grants WHERE employee_id = %s AND competence_id = %s",
+                        (employee_id, competence_id)).fetchone()
+
+
+def course_status(conn, course_id):
+    return conn.execute("SELECT status FROM courses WHERE id = %s", (course_id,)).fetchone()["status"]
+
+
+def test_a_lost_webhook_is_granted_after_one_reconciliation(conn, settings, pool, make_sim, web_url, run_worker):
+    data = generate(2, courses=2, results_per_course=20, employees=10)
+    sim = make_sim(data, webhook_url=f"{web_url}/webhooks/infocaption")
+    s = settings_for(settings, sim)
+    staff = add_staff(conn, data)
+    link = add_link(conn, data.courses[4711])
+    run_worker()
+    first, second = data.employees[0].email, data.employees[1].email
+
+    sent = sim.add_result(4711, first)
+    lost = sim.add_result(4711, f"  {second.upper()} ", send_webhook=False)  # InfoCaption "lost" it
+    wait_for(lambda: grant_of(conn, staff[first], link["competence_id"]), message="the webhook's grant")
+    assert sim.drain_webhooks() and sim.sender.delivered == 1
+    assert result_status(conn, lost["resultId"]) is None
+    assert grant_of(conn, staff[normalize_email(second)], link["competence_id"]) is None
+
+    repairs, runs = RECONCILE_REPAIRS._value.get(), RECONCILE_RUNS.labels(outcome="ok")._value.get()
+    out = reconcile(s, pool, client_for(sim))
+    assert (out.courses, out.repairs, out.grants_created) == (1, 1, 1)  # the delivered one: unchanged
+    grant = grant_of(conn, staff[normalize_email(second)], link["competence_id"])
+    assert (grant["source"], grant["result_id"]) == ("reconciliation", lost["resultId"])
+    assert grant["valid_from"] == datetime.fromisoformat(lost["completedAt"]).astimezone(TZ).date()
+    assert result_status(conn, sent["resultId"]) == "granted"
+    assert RECONCILE_REPAIRS._value.get() - repairs == 1
+    assert RECONCILE_RUNS.labels(outcome="ok")._value.get() - runs == 1
+    cursor = conn.execute("SELECT cursor FROM job_cursors WHERE name = 'reconcile:4711'").fetchone()["cursor"]
+    assert datetime.fromisoformat(cursor["changed_since"]) <= datetime.now(timezone.utc)
+
+    # the next run reads from the cursor and finds nothing new
+    assert reconcile(s, pool, client_for(sim)).repairs == 0
+    # a course that is not linked is not read
+    assert not any("/API/courses/4712/" in p for p in sim.requests())
+
+
+def test_course_deleted_unpublished_and_published_again(conn, settings, pool, make_sim, web_url, run_worker):
+    data = generate(4, courses=4, results_per_course=5, employees=5)
+    sim = make_sim(data, webhook_url=f"{web_url}/webhooks/infocaption")
+    s = settings_for(settings, sim)
+    client = client_for(sim)
+
+    sim.inject(500, times=2, path="/API/public/guides")
+    sim.inject(429, times=1, retry_after=0, path="/API/public/guides")
+    out = refresh_catalog(s, pool, client)  # survives 500, 500, 429
+    assert (sim.served(500), sim.served(429)) == (2, 1)
+    published = sorted(c.id for c in data.published_courses())
+    assert sorted(r["id"] for r in conn.execute("SELECT id FROM courses").fetchall()) == published
+    assert out.listed == len(published) and 9001 not in published  # guides never enter the catalog
+
+    staff = add_staff(conn, data)
+    email = data.employees[0].email
+    a = add_link(conn, data.courses[4711], name="HLR vuxen")
+    b = add_link(conn, data.courses[4712], name="Hygien")
+    run_worker()
+    before = sim.add_result(4711, email)  # granted while the course is published
+    wait_for(lambda: result_status(conn, before["resultId"]) == "granted")
+
+    # InfoCaption deletes one course and unpublishes another, without telling us
+    sim.delete_course(4711)
+    sim.unpublish_course(4712)
+    out = refresh_catalog(s, pool, client)
+    assert (out.deleted, out.unpublished) == ([4711], [4712])
+    assert (course_status(conn, 4711), course_status(conn, 4712)) == ("deleted", "unpublished")
+    assert link_row(conn, a["id"]) and link_row(conn, b["id"])  # links stay, flagged
+
+    # results completed after that grant nothing, whatever way they come
+    late = sim.add_result(4711, email, result_id="r-late-a")
+    late_b = sim.add_result(4712, email, result_id="r-late-b")
+    wait_for(lambda: result_status(conn, "r-late-a") == "course_not_published"
+             and result_status(conn, "r-late-b") == "course_not_published", message="late results decided")
+    assert grant_of(conn, staff[email], b["competence_id"]) is None
+    assert grant_of(conn, staff[email], a["competence_id"])["result_id"] == before["resultId"]
+    assert late["courseId"] == 4711 and late_b["courseId"] == 4712
+    assert refresh_catalog(s, pool, client).deleted == []  # a deleted course is not asked again
+
+    # published again: results from then on grant
+    sim.publish_course(4712)
+    out = refresh_catalog(s, pool, client)
+    assert out.published == [4712] and course_status(conn, 4712) == "published"
+    again = sim.add_result(4712, email)
+    wait_for(lambda: result_status(conn, again["resultId"]) == "granted", message="granted again")
+    assert grant_of(conn, staff[email], b["competence_id"])["result_id"] == again["resultId"]
+
+    # deleting the link (the admin API's job; SQL here) keeps its grants
+    conn.execute("DELETE FROM links WHERE id = %s", (a["id"],))
+    kept = grant_of(conn, staff[email], a["competence_id"])
+    assert kept is not None and kept["link_id"] == a["id"]
+
+
+def test_demo_seed_relayed_by_the_scheduler_and_backfilled_by_the_worker(
+        conn, settings, pool, make_sim, database_url):
+    data = generate(42, courses=8, results_per_course=120, employees=60)
+    sim = make_sim(data)
+    s = settings_for(settings, sim)
+    with conn.transaction():
+        summary = seed_demo_data(conn, seed=42, courses=8, employees=60)
+    assert summary == {"employees": 60, "competences": 7, "links": 4}
+    assert conn.execute("SELECT count(*) AS n FROM outbox WHERE topic = 'backfill'").fetchone()["n"] == 4
+
+    scheduler = Scheduler(s, database_url)
+    worker = BackfillWorker(s, pool, page_size=50)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    try:
+        assert [j.name for j in scheduler.jobs] == ["outbox", "catalog", "reconcile"]
+        scheduler.run_due()  # relays the outbox, refreshes the catalog, reconciles
+        thread.start()
+        wait_for(lambda: {r["backfill_state"] for r in conn.execute("SELECT backfill_state FROM links")} == {"done"},
+                 timeout=60, message="every demo backfill done")
+    finally:
+        worker.stop()
+        thread.join(timeout=30)
+        scheduler.pool.close()
+        scheduler.publisher.close()
+
+    staff = {normalize_email(r["email"]): r["id"] for r in conn.execute("SELECT id, email FROM employees")}
+    for link in conn.execute("SELECT l.*, c.default_valid_days FROM links l"
+                             " JOIN competences c ON c.id = l.competence_id").fetchall():
+        want = expected_grants(data, link["course_id"], staff, valid_days=link["default_valid_days"])
+        got = {g["employee_id"]: (g["valid_from"], g["valid_to"]) for g in conn.execute(
+            "SELECT * FROM grants WHERE competence_id = %s", (link["competence_id"],))}
+        assert got == want and want
+    with conn.transaction():
+        assert seed_demo_data(conn, seed=42, courses=8, employees=60) == {
+            "employees": 0, "competences": 0, "links": 0}
