@@ -3,18 +3,14 @@ from __future__ import annotations
 
 import logging
 
-import psycopg
 from flask import Flask
 from flask_smorest import Api
-from psycopg_pool import PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from service.api import auth
 from service.api.common import ErrorSchema, IdConverter, id_converter_schema
 
 log = logging.getLogger(__name__)
-
-RETRY_AFTER_S = 5
 
 
 class AdminApi(Api):
@@ -36,12 +32,6 @@ class AdminApi(Api):
         return {"code": error.code, "message": message, "errors": errors}, error.code, headers
 
 
-def _unavailable(exc: Exception):
-    log.warning("database unavailable: %s", exc.__class__.__name__)
-    return ({"code": 503, "message": "the database is unavailable; retry later", "errors": {}},
-            503, {"Retry-After": str(RETRY_AFTER_S)})
-
-
 def init_api(app: Flask) -> Api:
     """Attach the API and its OpenAPI document (served at /api/openapi.json)."""
     app.config.setdefault("API_TITLE", "Competence Bridge")
@@ -61,6 +51,4 @@ def init_api(app: Flask) -> Api:
         module.register(api)
     auth.check_declared(app)
     app.before_request(auth.authenticate)
-    app.register_error_handler(psycopg.OperationalError, _unavailable)
-    app.register_error_handler(PoolTimeout, _unavailable)
     return api

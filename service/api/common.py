@@ -2,17 +2,23 @@
 from __future__ import annotations
 
 import http
+import logging
 from contextlib import contextmanager
 from functools import wraps
 
 import marshmallow as ma
+import psycopg
 from flask_smorest import Blueprint, abort
 from marshmallow import fields, validate
+from psycopg_pool import PoolTimeout
 from werkzeug.routing import IntegerConverter
 
 from service.domain import admin
 
+log = logging.getLogger(__name__)
+
 BIGINT_MAX = 2**63 - 1
+RETRY_AFTER_S = 5
 # Answers every API operation may give besides its own (documented on each operation).
 COMMON_ERRORS = (401, 403)
 PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
@@ -79,10 +85,24 @@ class Strict(ma.Schema):
 
 
 class Query(ma.Schema):
-    """Query strings: pagination arguments travel beside the filters, so others are ignored."""
+    """Query strings: the filters and the pagination arguments; anything else is refused.
+
+    `page` and `page_size` are read by flask-smorest's pagination from the same query string,
+    so they pass here; a misspelt filter (`?employe_id=`) is a 422, not a silently unfiltered list.
+    """
+
+    PAGINATION = frozenset({"page", "page_size"})
 
     class Meta:
         unknown = ma.EXCLUDE
+
+    @ma.pre_load
+    def _refuse_unknown(self, data, **kwargs):
+        known = {field.data_key or name for name, field in self.fields.items()} | self.PAGINATION
+        unknown = sorted(set(data.keys()) - known)
+        if unknown:
+            raise ma.ValidationError({name: ["Unknown field."] for name in unknown})
+        return data
 
 
 class ErrorSchema(ma.Schema):
@@ -97,7 +117,25 @@ class ErrorSchema(ma.Schema):
 
 def blueprint(name: str, description: str) -> Blueprint:
     """A blueprint of the admin API under /api/v1 (its permission is set in service.api.auth)."""
-    return Blueprint(name, __name__, url_prefix="/api/v1", description=description)
+    blp = Blueprint(name, __name__, url_prefix="/api/v1", description=description)
+    blp.register_error_handler(RecursionError, _too_deep)
+    blp.register_error_handler(psycopg.OperationalError, _unavailable)
+    blp.register_error_handler(PoolTimeout, _unavailable)
+    return blp
+
+
+def _error(code: int, message: str, headers: dict | None = None):
+    return {"code": code, "message": message, "errors": {}}, code, headers or {}
+
+
+def _too_deep(exc: RecursionError):
+    # json.loads recurses per nesting level; a body nested thousands deep is the client's fault.
+    return _error(400, "the JSON body is nested too deeply")
+
+
+def _unavailable(exc: Exception):
+    log.warning("database unavailable: %s", exc.__class__.__name__)
+    return _error(503, "the database is unavailable; retry later", {"Retry-After": str(RETRY_AFTER_S)})
 
 
 def errors(blp: Blueprint, *codes: int):
