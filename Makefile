@@ -15,7 +15,9 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/competence-bridge migrate
-	$(BIN)/honcho start -f Procfile.demo
+	$(BIN)/competence-bridge seed-demo
+	PATH="$(CURDIR)/$(BIN):$$PATH" DEMO_WEB_PORT=$${PORT:-8000} \
+		$(BIN)/honcho start -f Procfile.demo -p $${PORT:-8000}
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
