@@ -26,6 +26,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import unquote
 
 import requests
 from standardwebhooks import Webhook
@@ -115,7 +116,8 @@ class DataSet:
     def all_results(self, course_id: int | None = None) -> list[dict]:
         """Result payloads (with `courseId`), in API order."""
         ids = [course_id] if course_id is not None else sorted(self.results)
-        return [dict(e.payload, courseId=cid) for cid in ids for e in self.results.get(cid, [])]
+        return [dict(e.payload, courseId=cid) if isinstance(e.payload, dict) else e.payload
+                for cid in ids for e in self.results.get(cid, [])]
 
     def published_courses(self) -> list[SimCourse]:
         return [c for c in self.courses.values()
@@ -132,7 +134,8 @@ class DataSet:
                 changed = changed or _parse_time(payload.get("changedAt") or payload["completedAt"])
             except (KeyError, TypeError, ValueError):  # a bad record: keep it where it lands
                 completed = changed = datetime.now(timezone.utc)
-        key = (completed.astimezone(timezone.utc), str(payload.get("resultId")))
+        rid = payload.get("resultId") if isinstance(payload, dict) else None
+        key = (completed.astimezone(timezone.utc), str(rid))
         bisect.insort(self.results.setdefault(course_id, []), _Entry(key, changed, payload))
 
     # -- JSON ------------------------------------------------------------------------------
@@ -466,8 +469,8 @@ class Simulator:
     def start(self, host: str = "127.0.0.1", port: int = 0) -> "Simulator":
         """Serve on host:port (0 = any free port) in a daemon thread."""
         self._server = make_server(host, port, self.app, threaded=True, request_handler=_QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="simulator",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        name="simulator", daemon=True)
         self._thread.start()
         return self
 
@@ -535,7 +538,8 @@ class Simulator:
         with self.lock:
             course = self.data.courses[course_id]
             entries = self.data.results.setdefault(course_id, [])
-            entries[:] = [e for e in entries if e.payload.get("resultId") != result_id]
+            entries[:] = [e for e in entries
+                          if not (isinstance(e.payload, dict) and e.payload.get("resultId") == result_id)]
             self.data.add(course_id, payload, completed_at, changed_at)
         body = {
             "type": "course.completed",
@@ -552,7 +556,7 @@ class Simulator:
         self._notify(body, send_webhook, result_id)
         return dict(payload, courseId=course_id)
 
-    def add_bad_record(self, course_id: int, record: dict) -> None:
+    def add_bad_record(self, course_id: int, record) -> None:
         """Serve a record as it is (for 'one bad record never stops a backfill')."""
         with self.lock:
             self.data.add(course_id, record)
@@ -705,7 +709,7 @@ class SimulatorApp:
             log.exception("simulator error on %s", request.path)
             response = _json({"error": "internal"}, 500)
         if not request.path.startswith("/_sim"):
-            self.sim._record(request.method, request.full_path.rstrip("?"), response.status_code)
+            self.sim._record(request.method, unquote(request.full_path).rstrip("?"), response.status_code)
         return response(environ, start_response)
 
     def dispatch(self, request: Request) -> Response:

@@ -55,7 +55,7 @@ def client_for(sim: Simulator, **kwargs) -> InfoCaptionClient:
 def web_url(app):
     """The service's Flask app served over real HTTP on an ephemeral port."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()

@@ -264,3 +264,43 @@ def test_backfill_of_a_deleted_course_fails_with_the_reason_and_flags_the_course
     assert "404" in row["backfill_error"]
     assert conn.execute("SELECT status FROM courses WHERE id = %s", (course.id,)).fetchone()["status"] == "deleted"
     assert link_row(conn, link["id"]) is not None  # the link stays, flagged by its course
+
+
+def test_a_stopped_worker_leaves_the_message_unacked_and_the_next_one_resumes(conn, settings, pool, make_sim):
+    data = generate(12, courses=1, results_per_course=3000, employees=400)
+    sim = make_sim(data)
+    sim.inject_delay(0.05, times=10_000, path="/API/courses/")
+    s = settings_for(settings, sim)
+    staff = add_staff(conn, data)
+    link = add_link(conn, data.courses[4711])
+
+    def start_worker():
+        worker = BackfillWorker(s, pool, page_size=200)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        return worker, thread
+
+    publisher = Publisher(s)
+    publisher.publish({"link_id": link["id"]}, kind=messaging.BACKFILL)
+    publisher.close()
+    worker, thread = start_worker()
+    wait_for(lambda: link_row(conn, link["id"])["backfill_processed"] >= 600, message="some pages")
+    worker.stop()
+    thread.join(timeout=30)
+    stopped = link_row(conn, link["id"])
+    assert stopped["backfill_state"] == "running" and stopped["backfill_processed"] < 3000
+    wait_for(lambda: queue_depth(s, messaging.BACKFILL) == 1, message="the message back in the queue")
+
+    asked = len(sim.requests(path="/API/courses/4711/results"))
+    worker, thread = start_worker()
+    try:
+        wait_for(lambda: link_row(conn, link["id"])["backfill_state"] == "done", timeout=60)
+        wait_for(lambda: queue_depth(s, messaging.BACKFILL) == 0, message="acked once done")
+    finally:
+        worker.stop()
+        thread.join(timeout=30)
+    pages = [int(p.split("page=")[1].split("&")[0]) for p in sim.requests(path="/API/courses/4711/results")[asked:]]
+    assert min(pages) == stopped["backfill_checkpoint"]["page"]
+    got = grants_of(conn, link["competence_id"])
+    assert {e: (g["valid_from"], g["valid_to"]) for e, g in got.items()} == expected_grants(data, 4711, staff)
+    assert link_row(conn, link["id"])["backfill_processed"] == 3000
