@@ -1,16 +1,12 @@
 """The admin and ops JSON API (CONTRACT section 5), built with flask-smorest."""
 from __future__ import annotations
 
-import logging
-
 from flask import Flask
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
 from service.api import auth
 from service.api.common import ErrorSchema, IdConverter, id_converter_schema
-
-log = logging.getLogger(__name__)
 
 
 class AdminApi(Api):

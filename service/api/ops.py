@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from flask_smorest import abort
+from kombu.exceptions import OperationalError as BrokerUnavailable
 from marshmallow import fields, validate
 
 from service import messaging
@@ -20,7 +21,7 @@ blp = blueprint(
 )
 
 RETRY_AFTER_S = 5
-MAX_REPLAY_IDS = 10000
+MAX_REPLAY_IDS = 1000  # 20 bytes an id at most: a full list still fits the 64 KiB body limit
 
 
 class QueueSchema(Strict):
@@ -58,7 +59,7 @@ def queue_stats(settings) -> list[dict]:
     stats = []
     with messaging.connection(settings) as broker:
         try:
-            broker.ensure_connection(max_retries=1, timeout=5)
+            broker.ensure_connection(max_retries=1, interval_start=0.2, timeout=5)
             channel = broker.channel()
             for queue in topo.queues:
                 try:
@@ -68,7 +69,7 @@ def queue_stats(settings) -> list[dict]:
                 except broker.channel_errors:
                     channel = broker.channel()  # a failed passive declare closes the channel
                     stats.append({"name": queue.name, "depth": 0, "consumers": 0, "declared": False})
-        except broker.connection_errors as exc:
+        except (BrokerUnavailable, *broker.connection_errors) as exc:
             log.warning("broker unavailable for queue stats: %s", exc.__class__.__name__)
             abort(503, message="the broker is unavailable; retry later",
                   headers={"Retry-After": str(RETRY_AFTER_S)})

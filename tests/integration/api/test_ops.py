@@ -103,3 +103,27 @@ def test_replay_all_without_ids_and_refuse_malformed_requests(conn, api, setting
     queues = by_name(api.get("/api/v1/ops/queues").get_json())
     assert queues["backfill"]["depth"] == 1 and queues["events"]["depth"] == 1
     assert api.post("/api/v1/ops/dead-letters/replay", json={}).get_json() == {"replayed": 0, "skipped": 1}
+
+
+def test_an_unreachable_broker_is_503_and_keeps_the_dead_letters(conn, settings, pool, make_token):
+    from dataclasses import replace
+
+    from service.app import create_app
+
+    # A real broker address where nothing listens.
+    gone = replace(settings, broker_url="amqp://guest:guest@127.0.0.1:1//")
+    app = create_app(gone, pool=pool)
+    conn.execute("INSERT INTO dead_letters (queue, payload, error) VALUES (%s, '{\"type\": \"x\"}', 'a')",
+                 (f"{settings.queue_prefix}.events",))
+    headers = {"Authorization": f"Bearer {make_token('ops')}"}
+    try:
+        client = app.test_client()
+        r = client.get("/api/v1/ops/queues", headers=headers)
+        assert r.status_code == 503 and r.headers["Retry-After"] == "5"
+        assert r.get_json()["message"] == "the broker is unavailable; retry later"
+        r = client.post("/api/v1/ops/dead-letters/replay", headers=headers)
+        assert r.status_code == 503
+        assert r.get_json()["errors"] == {"replayed": []}
+        assert conn.execute("SELECT count(*) AS n FROM dead_letters WHERE replayed_at IS NULL").fetchone()["n"] == 1
+    finally:
+        app.extensions["competence_bridge"].publisher.close()
