@@ -59,8 +59,10 @@ def _interrupt(*_args) -> None:
 @click.option("--lose", type=float, default=0.0, show_default=True,
               help="Share of those webhooks 'lost' (reconciliation repairs them).")
 @click.option("--token-ttl", type=int, default=3600, show_default=True)
+@click.option("--concurrency", type=int, default=2, show_default=True,
+              help="Webhooks in flight at once (raise it for high rates).")
 def simulate(host, port, seed, courses, results_per_course, employees, unmatched_share,
-             bad_records, data_file, dump_file, webhook_url, rate, lose, token_ttl):
+             bad_records, data_file, dump_file, webhook_url, rate, lose, token_ttl, concurrency):
     """Run a local InfoCaption: its API, and signed webhooks to this service."""
     from service.infocaption.simulator import DataSet, Simulator, generate
 
@@ -82,7 +84,7 @@ def simulate(host, port, seed, courses, results_per_course, employees, unmatched
     sim = Simulator(data, client_id=settings.infocaption_client_id,
                     client_secret=settings.infocaption_client_secret,
                     webhook_url=webhook_url, webhook_secret=settings.webhook_secrets[0],
-                    token_ttl=token_ttl)
+                    token_ttl=token_ttl, sender_concurrency=concurrency)
     total = sum(len(v) for v in data.results.values())
     click.echo(f"InfoCaption simulator on http://{host}:{port}: {len(data.courses)} guides, "
                f"{total} results, {len(data.employees)} staff; webhooks to {webhook_url} "
@@ -142,8 +144,10 @@ def backfill(link_id: int, page_size: int):
 @click.option("--seed", type=int, default=42, show_default=True, help="As given to `simulate`.")
 @click.option("--courses", type=int, default=8, show_default=True, help="As given to `simulate`.")
 @click.option("--employees", type=int, default=150, show_default=True, help="As given to `simulate`.")
+@click.option("--data", "data_file", type=click.Path(exists=True, dir_okay=False),
+              help="The JSON data set given to `simulate --data` (instead of the seed).")
 @click.option("--force", is_flag=True, help="Seed even when INFOCAPTION_BASE_URL is set.")
-def seed_demo(seed: int, courses: int, employees: int, force: bool):
+def seed_demo(seed: int, courses: int, employees: int, data_file: str | None, force: bool):
     """Create demo competences, links and employees matching the simulator's data set."""
     from service import db
 
@@ -153,14 +157,19 @@ def seed_demo(seed: int, courses: int, employees: int, force: bool):
                                    "use --force to seed anyway")
     with db.connect(_database_url(settings)) as conn:
         with conn.transaction():
-            summary = seed_demo_data(conn, seed=seed, courses=courses, employees=employees)
+            data = None
+            if data_file:
+                from service.infocaption.simulator import DataSet
+
+                data = DataSet.load(data_file)
+            summary = seed_demo_data(conn, seed=seed, courses=courses, employees=employees, data=data)
     click.echo(f"demo seeded: {summary['employees']} new employee(s), "
                f"{summary['competences']} new competence node(s), {summary['links']} new link(s) "
                "(their backfills start once the scheduler and the worker run)")
 
 
 def seed_demo_data(conn, *, seed: int = 42, courses: int = 8, employees: int = 150,
-                   actor: str = "seed-demo") -> dict:
+                   actor: str = "seed-demo", data=None) -> dict:
     """Insert the demo's employees, competence tree and links; the caller commits.
 
     Each new link gets its backfill as the admin API gives it one: an outbox row in the same
@@ -174,15 +183,17 @@ def seed_demo_data(conn, *, seed: int = 42, courses: int = 8, employees: int = 1
     from service.domain.rules import normalize_email
     from service.infocaption.simulator import generate_courses, generate_employees
 
-    staff = generate_employees(seed, employees)
+    staff = data.employees if data is not None else generate_employees(seed, employees)
     added = conn.execute(db.q("demo_upsert_employees"), {
         "emails": [e.email for e in staff],
         "emails_normalized": [normalize_email(e.email) for e in staff],
         "first_names": [e.first_name for e in staff],
         "last_names": [e.last_name for e in staff],
     }).rowcount
-    catalog = [c for c in generate_courses(seed, courses, anchor=datetime.now(timezone.utc)).values()
-               if c.guide_type in (14, 18) and c.published]
+    known = data.courses if data is not None else generate_courses(
+        seed, courses, anchor=datetime.now(timezone.utc))
+    catalog = sorted((c for c in known.values() if c.guide_type in (14, 18) and c.published and not c.deleted),
+                     key=lambda c: c.id)
     nodes = 0
 
     def node(name, kind, parent_id, days=None):
