@@ -50,12 +50,14 @@ def database_url():
     url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     with db.connect(url, autocommit=True) as conn:
         migrate(conn)
-    yield url
-    admin.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-    )
-    admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
     admin.close()
+    yield url
+    # A fresh connection: a test may have restarted the server (make chaos).
+    with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=10) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 @pytest.fixture(scope="session")

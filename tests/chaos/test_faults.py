@@ -1,0 +1,419 @@
+"""Faults with a steady stream of signed webhooks from the simulator, then a final count of
+results and grants against what the simulator sent (CONTRACT rule 9)."""
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from service import db
+from service.domain import admin, pipeline
+from service.domain.rules import normalize_email
+from service.infocaption.simulator import Simulator, generate
+from tests.chaos.conftest import SENDER_RETRIES, count, record
+from tests.conftest import DOMAIN_TABLES, SECRET, wait_for
+
+TZ = "Europe/Stockholm"
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def reset(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as c:
+        c.execute("TRUNCATE " + ", ".join(DOMAIN_TABLES) + " RESTART IDENTITY CASCADE")
+
+
+def seed(database_url: str, sim: Simulator, *, per_course: int = 2, clear_outbox: bool = True) -> dict:
+    """Employees of the simulated organisation, a tree, and links for every published course."""
+    links = {}
+    with db.connect(database_url) as conn, conn.transaction():
+        admin.create_employees(conn, [{"email": e.email} for e in sim.data.employees], actor="chaos", tz=TZ)
+        main = admin.create_competence(conn, {"name": "Vård", "kind": "main_group"}, actor="chaos")
+        group = admin.create_competence(conn, {"name": "Akut", "kind": "group", "parent_id": main["id"]}, actor="chaos")
+        for course in sim.data.published_courses():
+            conn.execute("INSERT INTO courses (id, name, guide_type) VALUES (%s, %s, %s)",
+                         (course.id, course.name, course.guide_type))
+            for k in range(per_course):
+                comp = admin.create_competence(conn, {
+                    "name": f"{course.name} {k}", "kind": "competence", "parent_id": group["id"],
+                    "default_valid_days": 365 if k == 0 else None}, actor="chaos")
+                links[admin.create_link(conn, course.id, comp["id"], actor="chaos")["id"]] = (course.id, comp["id"])
+        if clear_outbox:
+            conn.execute("DELETE FROM outbox")  # no history to backfill in these scenarios
+    return links
+
+
+def expected_pairs(sim: Simulator, links: dict) -> set[tuple[str, int]]:
+    staff = {normalize_email(e.email) for e in sim.data.employees}
+    by_course: dict[int, list[int]] = {}
+    for course_id, comp in links.values():
+        by_course.setdefault(course_id, []).append(comp)
+    pairs = set()
+    for r in sim.data.all_results():
+        email = normalize_email(r["user"]["email"])
+        if r["passed"] and email in staff:
+            pairs.update((email, comp) for comp in by_course.get(r["courseId"], []))
+    return pairs
+
+
+def db_pairs(database_url: str) -> tuple[set, int]:
+    with psycopg.connect(database_url) as c:
+        rows = c.execute("SELECT e.email_normalized, g.competence_id FROM grants g"
+                         " JOIN employees e ON e.id = g.employee_id").fetchall()
+    return set(rows), len(rows)
+
+
+def generated(sim: Simulator) -> int:
+    with sim.lock:
+        return sum(len(v) for v in sim.data.results.values())
+
+
+def run_traffic(sim: Simulator, total: int, rate: float, during=None) -> None:
+    """Let the simulator add `total` results at `rate`/s, calling during(elapsed) meanwhile."""
+    sim.start_traffic(rate, pass_share=0.85, unmatched_share=0.1, seed=total)
+    started = time.monotonic()
+    try:
+        while generated(sim) < total:
+            if during is not None:
+                during(time.monotonic() - started)
+            time.sleep(0.05)
+    finally:
+        sim.stop_traffic()
+
+
+def settle_and_count(name: str, sim: Simulator, stack, database_url: str, links: dict, **notes) -> dict:
+    """Wait until the sender is done and the worker caught up; count and record."""
+    assert sim.drain_webhooks(timeout=600), "the simulator could not deliver every webhook"
+    sent = generated(sim)
+    wait_for(lambda: count(database_url, "SELECT count(*) FROM webhook_receipts") >= sent,
+             timeout=600, interval=0.5, message=f"{sent} webhooks processed")
+    time.sleep(1.0)  # anything processed twice would show now
+    sender = sim.sender
+    result_ids = {r["resultId"] for r in sim.data.all_results()}
+    with psycopg.connect(database_url) as c:
+        stored = {row[0] for row in c.execute("SELECT id FROM results").fetchall()}
+        rows = c.execute("SELECT count(*) FROM results").fetchone()[0]
+        dead = c.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+        processed = c.execute("SELECT count(*) FROM webhook_receipts").fetchone()[0]
+    pairs, grant_rows = db_pairs(database_url)
+    expected = expected_pairs(sim, links)
+    answers = dict(sender.answers)
+    figures = {
+        "events sent": sent,
+        "answered 202": answers.get(202, 0),
+        "answered 503": answers.get(503, 0),
+        "processed": processed,
+        "lost": len(result_ids - stored),
+        "duplicated": (rows - len(stored)) + (grant_rows - len(pairs)) + len(pairs - expected),
+        "5xx": sum(n for status, n in answers.items() if status >= 500 and status != 503),
+        "dead-lettered": dead,
+        "grants": grant_rows,
+        "missing grants": len(expected - pairs),
+        "given up": sender.given_up,
+        "notes": "; ".join(f"{k} {v}" for k, v in notes.items()),
+    }
+    record(name, **figures)
+    assert sender.given_up == 0, figures
+    assert figures["answered 202"] == sent, figures  # every webhook ended with a 202, once
+    assert processed == sent and figures["lost"] == 0 and figures["duplicated"] == 0, figures
+    assert figures["5xx"] == 0 and dead == 0 and pairs == expected, figures
+    return figures
+
+
+def make_sim(stack_url: str, *, seed: int, employees: int = 1500, courses: int = 4,
+             results_per_course: int = 0, concurrency: int = 8) -> Simulator:
+    data = generate(seed, courses=courses, results_per_course=results_per_course, employees=employees)
+    for course in list(data.courses.values())[:courses]:
+        course.published = True  # every course in play is published
+    return Simulator(data, webhook_url=f"{stack_url}/webhooks/infocaption", webhook_secret=SECRET,
+                     retry_schedule=SENDER_RETRIES, sender_concurrency=concurrency).start()
+
+
+def sh(*args: str) -> None:
+    subprocess.run(args, check=True, capture_output=True, timeout=180)
+
+
+# --- the scenarios ------------------------------------------------------------------------
+
+
+def test_worker_sigkilled_ten_times_during_20000_events(settings, stack, database_url):
+    reset(database_url)
+    s = stack(WEB_CONCURRENCY=2, BATCH_SIZE=200)
+    sim = make_sim(s.url, seed=11)
+    s.env["INFOCAPTION_BASE_URL"] = sim.url
+    links = seed(database_url, sim)
+    s.start("web")
+    s.start("worker", "--queue", "events")
+    rng = random.Random(11)
+    kills = []
+    next_kill = [rng.uniform(1.0, 3.0)]
+
+    def during(elapsed):
+        if len(kills) < 10 and elapsed >= next_kill[0]:
+            s.kill("worker")
+            kills.append(round(elapsed, 1))
+            s.start("worker", "--queue", "events")
+            next_kill[0] = elapsed + rng.uniform(1.5, 4.0)
+
+    try:
+        run_traffic(sim, 20_000, rate=400, during=during)
+        while len(kills) < 10:  # the stream ended early: the rest while the worker catches up
+            during(next_kill[0])
+            time.sleep(0.5)
+        settle_and_count("worker SIGKILL ×10 during 20,000 events", sim, s, database_url, links,
+                         kills=len(kills))
+    finally:
+        sim.stop()
+    assert len(kills) == 10
+
+
+def test_rabbitmq_stopped_and_started_during_ingest(settings, stack, database_url):
+    reset(database_url)
+    s = stack(WEB_CONCURRENCY=2)
+    sim = make_sim(s.url, seed=12)
+    s.env["INFOCAPTION_BASE_URL"] = sim.url
+    links = seed(database_url, sim)
+    s.start("web")
+    s.start("worker", "--queue", "events")
+    outage = {}
+
+    def during(elapsed):
+        if "stopped" not in outage and elapsed >= 6:
+            sh("rabbitmqctl", "stop_app")
+            outage["stopped"] = elapsed
+        elif "started" not in outage and "stopped" in outage and elapsed >= outage["stopped"] + 6:
+            sh("rabbitmqctl", "start_app")
+            sh("rabbitmqctl", "await_startup")
+            outage["started"] = elapsed
+
+    try:
+        run_traffic(sim, 6_000, rate=250, during=during)
+        if "started" not in outage:
+            sh("rabbitmqctl", "start_app")
+            sh("rabbitmqctl", "await_startup")
+        figures = settle_and_count("RabbitMQ stopped and started during ingest", sim, s, database_url,
+                                   links, outage_s=round(outage.get("started", 0) - outage.get("stopped", 0), 1))
+    finally:
+        subprocess.run(["rabbitmqctl", "start_app"], capture_output=True, timeout=120)
+        sim.stop()
+    assert figures["answered 503"] > 0  # the outage was seen, and those webhooks came again
+
+
+def _pg(action: str) -> None:
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    args = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action]
+    if action == "stop":
+        args += ["-m", "fast"]
+    sh(*args)
+
+
+def test_postgresql_stopped_and_started_while_the_worker_runs(settings, stack, database_url):
+    reset(database_url)
+    s = stack(WEB_CONCURRENCY=2)
+    sim = make_sim(s.url, seed=13)
+    s.env["INFOCAPTION_BASE_URL"] = sim.url
+    links = seed(database_url, sim)
+    s.start("web")
+    s.start("worker", "--queue", "events")
+    outage = {}
+
+    def during(elapsed):
+        if "stopped" not in outage and elapsed >= 6:
+            _pg("stop")
+            outage["stopped"] = elapsed
+        elif "started" not in outage and "stopped" in outage and elapsed >= outage["stopped"] + 6:
+            _pg("start")
+            outage["started"] = elapsed
+
+    try:
+        run_traffic(sim, 6_000, rate=250, during=during)
+        if "started" not in outage:
+            _pg("start")
+        settle_and_count("PostgreSQL stopped and started while the worker runs", sim, s, database_url,
+                         links, outage_s=round(outage.get("started", 0) - outage.get("stopped", 0), 1))
+        assert s.procs["worker"].poll() is None  # it waited; it did not die
+    finally:
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect",
+                        sorted(os.listdir("/etc/postgresql"))[-1], "main", "start"], capture_output=True)
+        sim.stop()
+
+
+# --- every event ten times, in shuffled order ---------------------------------------------
+
+
+def _order_events(seed: int) -> list[dict]:
+    """Results (some failing first and passing later) around an unpublish/publish of course A.
+
+    Each employee has at most one passing result per course, so that the only order questions
+    are the ones CONTRACT rules 1, 2, 6 and 9 answer (see docs/RELIABILITY.md).
+    """
+    rng = random.Random(seed)
+    course_a = {"id": 7001, "name": "HLR vuxen", "guideType": 14}
+    course_b = {"id": 7002, "name": "Brandskydd", "guideType": 18}
+    base = datetime(2026, 10, 1, 8, tzinfo=timezone.utc)
+    unpublished_at, published_at = base + timedelta(days=10), base + timedelta(days=20)
+    events = [
+        {"type": "course.unpublished", "timestamp": unpublished_at.isoformat(), "data": {"course": course_a}},
+        {"type": "course.published", "timestamp": published_at.isoformat(), "data": {"course": course_a}},
+    ]
+    for i in range(400):
+        email = f"person.{i % 200:04d}@kommun.example" if i % 10 else f"stranger.{i}@elsewhere.example"
+        course = course_a if i < 200 else course_b
+        completed = base + timedelta(days=rng.uniform(0, 30))
+        versions = [True] if rng.random() < 0.7 else ([False, True] if rng.random() < 0.6 else [False])
+        for v, passed in enumerate(versions):
+            events.append({
+                "type": "course.completed",
+                "timestamp": (completed + timedelta(hours=v)).isoformat(),
+                "data": {"resultId": f"r-{i}", "course": course,
+                         "user": {"email": email.upper() if i % 3 == 0 else email, "firstName": "A", "lastName": "B"},
+                         "passed": passed, "score": 90 if passed else 10, "completedAt": completed.isoformat()},
+            })
+    return events
+
+
+def _seed_order(database_url: str) -> None:
+    with db.connect(database_url) as conn, conn.transaction():
+        admin.create_employees(conn, [{"email": f"person.{i:04d}@kommun.example"} for i in range(200)],
+                               actor="chaos", tz=TZ)
+        main = admin.create_competence(conn, {"name": "M", "kind": "main_group"}, actor="chaos")
+        group = admin.create_competence(conn, {"name": "G", "kind": "group", "parent_id": main["id"]}, actor="chaos")
+        for course_id, days, renew in ((7001, 365, False), (7001, None, False), (7002, 730, True)):
+            conn.execute("INSERT INTO courses (id, name, guide_type) VALUES (%s, 'K', 14) ON CONFLICT DO NOTHING", (course_id,))
+            comp = admin.create_competence(conn, {"name": f"K{course_id}-{days}", "kind": "competence",
+                                                  "parent_id": group["id"], "default_valid_days": days,
+                                                  "renew_on_completion": renew}, actor="chaos")
+            admin.create_link(conn, course_id, comp["id"], actor="chaos")
+        conn.execute("DELETE FROM outbox")
+
+
+def _outcome(database_url: str) -> dict:
+    with psycopg.connect(database_url) as c:
+        return {
+            "grants": sorted(c.execute(
+                "SELECT e.email_normalized, g.competence_id, g.valid_from, g.valid_to, g.result_id"
+                " FROM grants g JOIN employees e ON e.id = g.employee_id").fetchall()),
+            "results": sorted(c.execute("SELECT id, status, passed FROM results").fetchall()),
+            "course": c.execute("SELECT status FROM courses WHERE id = 7001").fetchone()[0],
+        }
+
+
+def test_every_event_ten_times_in_shuffled_order_gives_the_ordered_outcome(settings, stack, database_url):
+    from service.schemas import parse_event
+
+    events = _order_events(14)
+    # One ordered delivery, event by event, straight through the pipeline: the reference.
+    reset(database_url)
+    _seed_order(database_url)
+    ordered = sorted(events, key=lambda e: e["timestamp"])
+    with db.connect(database_url) as conn:
+        for i, body in enumerate(ordered):
+            with conn.transaction():
+                queued = parse_event(body)
+                queued["webhook_id"] = f"ordered-{i}"
+                pipeline.process_events(conn, [queued], tz=TZ)
+    reference = _outcome(database_url)
+    assert reference["course"] == "published"
+
+    # Ten deliveries of each, shuffled, through the real web and worker processes.
+    reset(database_url)
+    _seed_order(database_url)
+    s = stack(WEB_CONCURRENCY=2, BATCH_SIZE=50)
+    sim = make_sim(s.url, seed=14, employees=10, courses=1)
+    s.start("web")
+    s.start("worker", "--queue", "events")
+    rng = random.Random(14)
+    deliveries = []
+    for i, body in enumerate(events):
+        ids = [f"evt-{i}"] * 7 + [f"evt-{i}-again-{k}" for k in range(3)]  # re-sent as new messages too
+        deliveries += [(body, msg_id) for msg_id in ids]
+    rng.shuffle(deliveries)
+    try:
+        for body, msg_id in deliveries:
+            sim.sender.send(body, msg_id=msg_id)
+        assert sim.drain_webhooks(timeout=600)
+        distinct_ids = len({m for _, m in deliveries})
+        wait_for(lambda: count(database_url, "SELECT count(*) FROM webhook_receipts") == distinct_ids,
+                 timeout=300, interval=0.5, message="every delivery processed")
+        time.sleep(1.0)
+        outcome = _outcome(database_url)
+        answers = dict(sim.sender.answers)
+        record("every event 10× in shuffled order", **{
+            "events sent": len(deliveries), "answered 202": answers.get(202, 0),
+            "answered 503": answers.get(503, 0), "processed": count(database_url, "SELECT count(*) FROM webhook_receipts"),
+            "lost": 0 if outcome["results"] == reference["results"] else "DIFFERENT",
+            "duplicated": 0 if outcome["grants"] == reference["grants"] else "DIFFERENT",
+            "5xx": sum(n for st, n in answers.items() if st >= 500 and st != 503),
+            "dead-lettered": count(database_url, "SELECT count(*) FROM dead_letters"),
+            "grants": len(outcome["grants"]),
+            "notes": f"{len(events)} events, {distinct_ids} webhook ids; outcome identical to one ordered delivery",
+        })
+        assert outcome == reference
+    finally:
+        sim.stop()
+
+
+# --- a backfill and a stream of webhooks for the same course at once ----------------------
+
+
+def test_backfill_and_webhooks_for_the_same_course_at_once(settings, stack, database_url):
+    reset(database_url)
+    s = stack(WEB_CONCURRENCY=2)
+    sim = make_sim(s.url, seed=15, courses=1, results_per_course=5_000, employees=1_500)
+    s.env["INFOCAPTION_BASE_URL"] = sim.url
+    course = sim.data.published_courses()[0]
+    with db.connect(database_url) as conn, conn.transaction():
+        admin.create_employees(conn, [{"email": e.email} for e in sim.data.employees], actor="chaos", tz=TZ)
+        conn.execute("INSERT INTO courses (id, name, guide_type) VALUES (%s, %s, %s)",
+                     (course.id, course.name, course.guide_type))
+        main = admin.create_competence(conn, {"name": "M", "kind": "main_group"}, actor="chaos")
+        group = admin.create_competence(conn, {"name": "G", "kind": "group", "parent_id": main["id"]}, actor="chaos")
+        comp = admin.create_competence(conn, {"name": "K", "kind": "competence", "parent_id": group["id"],
+                                              "default_valid_days": 365}, actor="chaos")
+    s.start("web")
+    s.start("worker")
+    s.start("scheduler")
+    try:
+        sim.start_traffic(150, pass_share=0.85, unmatched_share=0.1, seed=15)
+        time.sleep(1.0)  # webhooks flow; now the link, whose backfill runs beside them
+        with db.connect(database_url) as conn, conn.transaction():
+            link = admin.create_link(conn, course.id, comp["id"], actor="chaos")
+        links = {link["id"]: (course.id, comp["id"])}
+        wait_for(lambda: count(database_url, "SELECT count(*) FROM links WHERE backfill_state = 'running'"
+                               " OR backfill_state = 'done'") == 1, timeout=120, message="the backfill started")
+        while generated(sim) < 5_000 + 4_000:
+            time.sleep(0.1)
+        sim.stop_traffic()
+        wait_for(lambda: count(database_url, "SELECT count(*) FROM links WHERE backfill_state = 'done'") == 1,
+                 timeout=300, interval=0.5, message="the backfill done")
+        live = generated(sim) - 5_000
+        assert sim.drain_webhooks(timeout=600)
+        wait_for(lambda: count(database_url, "SELECT count(*) FROM webhook_receipts") >= live,
+                 timeout=300, interval=0.5, message="the webhooks processed")
+        time.sleep(1.0)
+        pairs, grant_rows = db_pairs(database_url)
+        expected = expected_pairs(sim, links)
+        result_ids = {r["resultId"] for r in sim.data.all_results()}
+        stored = count(database_url, "SELECT count(*) FROM results")
+        answers = dict(sim.sender.answers)
+        figures = {
+            "events sent": live, "answered 202": answers.get(202, 0), "answered 503": answers.get(503, 0),
+            "processed": count(database_url, "SELECT count(*) FROM webhook_receipts"),
+            "lost": len(result_ids) - stored, "duplicated": (grant_rows - len(pairs)) + len(pairs - expected),
+            "5xx": sum(n for st, n in answers.items() if st >= 500 and st != 503),
+            "dead-lettered": count(database_url, "SELECT count(*) FROM dead_letters"),
+            "grants": grant_rows,
+            "notes": f"backfill of 5,000 historical results while {live} webhooks arrived for the same course",
+        }
+        record("backfill and webhooks for the same course at once", **figures)
+        assert figures["lost"] == 0 and figures["duplicated"] == 0 and pairs == expected, figures
+        assert figures["dead-lettered"] == 0 and figures["5xx"] == 0, figures
+    finally:
+        sim.stop()
