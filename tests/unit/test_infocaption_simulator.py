@@ -73,7 +73,8 @@ def test_lost_webhooks_are_not_sent_and_4xx_is_not_retried(receiver):
         assert sim.drain_webhooks(10)
     finally:
         sim.stop()
-    assert [json.loads(c["body"])["type"] for c in calls] == ["course.completed", "course.deleted"]
+    # (two senders: the order of arrival is free)
+    assert sorted(json.loads(c["body"])["type"] for c in calls) == ["course.completed", "course.deleted"]
     assert lost["resultId"] in sim.lost
     assert sim.sender.given_up == 1
 
