@@ -27,5 +27,17 @@ test: $(STAMP)
 chaos: $(STAMP)
 	RUN_CHAOS=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/chaos $(PYTEST_ARGS)
 
+# The benchmark (bench/README.md): one run against this machine's PostgreSQL and RabbitMQ,
+# results in bench/results/latest.md and .json. BENCH_ARGS: e.g. --quick, --profile, --parts 1,2.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	@command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache

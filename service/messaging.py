@@ -279,6 +279,8 @@ class _Pending:
 
 
 _STOP = object()
+# json.dumps(body, separators=(",", ":")) without building an encoder for every message.
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class _ConfirmLink:
@@ -294,14 +296,32 @@ class _ConfirmLink:
         self.channel = self.conn.channel()
         self.channel.confirm_select()
         self.seq = 0
+        self.routes: dict[str, tuple[str, str, str]] = {}  # kind -> exchange, routing key, queue
         self.outstanding: dict[int, _Pending] = {}
         self.returned: set[str] = set()
         self.channel.events["basic_ack"].add(self._on_ack)
         self.channel.events["basic_nack"].add(self._on_nack)
         self.channel.events["basic_return"].add(self._on_return)
 
+    def route(self, kind: str) -> tuple[str, str, str]:
+        """Exchange, routing key and queue name of a kind (kombu entities are costly to build)."""
+        found = self.routes.get(kind)
+        if found is None:
+            queue = self.topo.queue(kind)
+            found = self.routes[kind] = (queue.exchange.name, queue.routing_key, queue.name)
+        return found
+
     def _settle(self, tag: int, multiple: bool, ok: bool) -> None:
-        tags = [t for t in self.outstanding if t <= tag] if multiple else [tag]
+        if multiple:
+            # Tags are issued in increasing order and the dict keeps that order: stop at the
+            # first later one instead of scanning everything outstanding on every ack.
+            tags = []
+            for t in self.outstanding:
+                if t > tag:
+                    break
+                tags.append(t)
+        else:
+            tags = [tag]
         for t in tags:
             pending = self.outstanding.pop(t, None)
             if pending is None:
@@ -310,7 +330,7 @@ class _ConfirmLink:
                 pending.fail("the broker refused the message (nack)")
             elif pending.message_id in self.returned:
                 self.returned.discard(pending.message_id)
-                pending.fail(f"message to {self.topo.queue(pending.kind).name} was not routable")
+                pending.fail(f"message to {self.route(pending.kind)[2]} was not routable")
             else:
                 pending.ok()
 
@@ -325,9 +345,9 @@ class _ConfirmLink:
 
     def send(self, group: list[_Pending], timeout: float) -> None:
         for pending in group:
-            queue = self.topo.queue(pending.kind)
+            exchange, routing_key, _name = self.route(pending.kind)
             message = amqp.Message(
-                json.dumps(pending.body, separators=(",", ":")),
+                _encode_json(pending.body),
                 content_type="application/json",
                 content_encoding="utf-8",
                 delivery_mode=2,
@@ -336,8 +356,8 @@ class _ConfirmLink:
             )
             self.seq += 1
             self.outstanding[self.seq] = pending
-            self.channel.basic_publish(message, exchange=queue.exchange.name,
-                                       routing_key=queue.routing_key, mandatory=True)
+            self.channel.basic_publish(message, exchange=exchange, routing_key=routing_key,
+                                       mandatory=True)
         deadline = time.monotonic() + timeout
         while any(not p.done.is_set() for p in group):
             left = deadline - time.monotonic()

@@ -1,8 +1,10 @@
 """One base class for every queue consumer: batches, ack after commit, retry, dead letters.
 
 A subclass only says what a batch means (`handle`). The base class:
-- collects up to `batch_size` messages, or what arrived within `batch_wait_ms` of the first;
-- runs `handle` for the batch in one transaction and acks only after the commit;
+- collects up to `batch_size` messages, or what arrived within `batch_wait_ms` of the first
+  (plus what is already waiting on the connection, up to `batch_size`);
+- runs `handle` for the batch in one transaction and acks only after the commit (one
+  multiple-ack for the whole batch);
 - retries transient database errors (connection lost, serialization failure, deadlock) with
   capped exponential backoff, and never dead-letters for them;
 - on any other error decides each event alone (a savepoint each) so that only the poison
@@ -116,6 +118,7 @@ class BatchWorker:
             if self._buffer:
                 left = self.batch_wait_s - (time.monotonic() - first_at)
                 if len(self._buffer) >= self.batch_size or left <= 0:
+                    self._take_waiting(broker)
                     self.flush()
                     first_at = None
                     continue
@@ -129,6 +132,19 @@ class BatchWorker:
         if self._buffer:
             self.flush()
 
+    def _take_waiting(self, broker: Connection) -> None:
+        """Add what is already waiting on the connection to the batch, up to its size.
+
+        Under a backlog the wait is over long before a batch is full (reading a message costs
+        tens of microseconds), so batches would stay small and each pay a commit; messages that
+        have already arrived cost no extra latency to include.
+        """
+        while len(self._buffer) < self.batch_size:
+            try:
+                broker.drain_events(timeout=0)
+            except socket.timeout:
+                return
+
     def flush(self) -> None:
         """Process the buffered batch: commit, then ack."""
         batch, self._buffer = self._buffer, []
@@ -139,8 +155,10 @@ class BatchWorker:
             else:
                 poison.append((d.body, "the message is not a JSON object"))
         dead = self._commit(bodies, poison)
-        for d in batch:
-            d.message.ack()
+        if batch:
+            # One ack for the whole batch: every earlier delivery on this channel is in it or
+            # was acked before (the buffer is emptied whenever the channel is replaced).
+            batch[-1].message.ack(multiple=True)
         if dead:
             log.warning("%d event(s) dead-lettered", dead)
 

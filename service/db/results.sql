@@ -55,7 +55,10 @@ WITH r AS (
              ORDER BY csc.changed_at DESC, csc.id DESC
              LIMIT 1) AS course_status_then
       FROM results res
-      LEFT JOIN employees e ON e.email_normalized = res.email_normalized
+      -- LIMIT 1 (the email is unique anyway) keeps this a lookup in the email index per
+      -- result: a plain join is planned as a hash join over every employee for each batch.
+      LEFT JOIN LATERAL (SELECT emp.id FROM employees emp
+                          WHERE emp.email_normalized = res.email_normalized LIMIT 1) e ON true
      WHERE res.id = ANY(%(ids)s::text[])
 ),
 classified AS (

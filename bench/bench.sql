@@ -1,0 +1,116 @@
+-- Queries of the benchmark only (bench/); never loaded by the service.
+
+-- name: seed_competences
+-- One main group, one group, and %(linked)s + %(unlinked)s competences under it
+-- (ids 3 ..): the first ones are linked to the courses, the rest carry growth grants.
+INSERT INTO competences (id, parent_id, name, kind, default_valid_days)
+SELECT * FROM (VALUES (1::bigint, NULL::bigint, 'Bench', 'main_group', NULL::int),
+                      (2, 1, 'Bench group', 'group', NULL)) AS top
+UNION ALL
+SELECT 2 + g, 2, 'Competence ' || g, 'competence', CASE WHEN g %% 2 = 0 THEN 365 END
+  FROM generate_series(1, %(linked)s + %(unlinked)s) AS g;
+
+-- name: seed_competence_sequence
+SELECT setval('competences_id_seq', (SELECT max(id) FROM competences));
+
+-- name: seed_courses
+-- Published courses %(first_course)s .. + %(courses)s - 1.
+INSERT INTO courses (id, name, guide_type, status)
+SELECT %(first_course)s + g, 'Course ' || g, 14, 'published'
+  FROM generate_series(0, %(courses)s - 1) AS g;
+
+-- name: seed_links
+-- Course number g grants competences 3 + 2g and 4 + 2g.
+INSERT INTO links (course_id, competence_id, created_by, backfill_state)
+SELECT %(first_course)s + g, 3 + %(per_course)s * g + k, 'bench', 'done'
+  FROM generate_series(0, %(courses)s - 1) AS g, generate_series(0, %(per_course)s - 1) AS k;
+
+-- name: seed_employees
+-- Employees 0 .. %(employees)s - 1, stored in lower case (the webhooks use mixed case).
+INSERT INTO employees (email, email_normalized, first_name, last_name)
+SELECT 'employee' || g || '@bench.example', 'employee' || g || '@bench.example', 'Bench', 'E' || g
+  FROM generate_series(0, %(employees)s - 1) AS g;
+
+-- name: growth_drop_grant_indexes
+-- Growth: build the 10 M grants without indexes and foreign-key triggers, then index them
+-- (set-based; the data is valid by construction). Bench database only.
+ALTER TABLE grants DROP CONSTRAINT grants_employee_competence_key,
+                   DROP CONSTRAINT grants_pkey;
+
+-- name: growth_drop_competence_index
+DROP INDEX grants_competence_id_idx;
+
+-- name: growth_insert_grants
+-- Every employee holds every unlinked competence: employees x unlinked = the growth grants.
+INSERT INTO grants (employee_id, competence_id, valid_from, valid_to, source, course_id,
+                    result_id, link_id, created_at, updated_at)
+SELECT e.id, c.id, date '2024-01-01' + (e.id % 365)::int, NULL, 'backfill', NULL,
+       'g-' || e.id || '-' || c.id, NULL, now(), now()
+  FROM employees e
+ CROSS JOIN (SELECT id FROM competences
+              WHERE kind = 'competence'
+                AND id NOT IN (SELECT competence_id FROM links)) AS c;
+
+-- name: growth_restore_grant_indexes
+ALTER TABLE grants ADD CONSTRAINT grants_pkey PRIMARY KEY (id),
+                   ADD CONSTRAINT grants_employee_competence_key UNIQUE (employee_id, competence_id);
+
+-- name: growth_restore_competence_index
+CREATE INDEX grants_competence_id_idx ON grants (competence_id);
+
+-- name: count_grants
+SELECT count(*) AS n FROM grants;
+
+-- name: run_outcome
+-- What a worker run left: events taken, results by status, grants.
+SELECT (SELECT count(*) FROM webhook_receipts) AS receipts,
+       (SELECT count(*) FROM results) AS results,
+       (SELECT count(*) FROM results WHERE status = 'granted') AS granted,
+       (SELECT count(*) FROM results WHERE status = 'failed') AS failed,
+       (SELECT count(*) FROM grants WHERE result_id IS NULL OR result_id NOT LIKE 'g-%') AS grants,
+       (SELECT count(*) FROM dead_letters) AS dead_letters;
+
+-- name: receipts_done
+SELECT count(*) AS n FROM webhook_receipts;
+
+-- name: receipt_window
+-- Events committed in transactions that began before the last one, and the time between the
+-- first and the last transaction's start (now() in a transaction is its start time).
+SELECT count(*) FILTER (WHERE processed_at < last) AS events,
+       extract(epoch FROM last - first) AS seconds,
+       count(*) AS total,
+       count(DISTINCT processed_at) AS transactions
+  FROM webhook_receipts,
+       (SELECT min(processed_at) AS first, max(processed_at) AS last FROM webhook_receipts) AS w
+ GROUP BY first, last;
+
+-- name: latency_trigger_function
+-- Latency: tell a listener when the grants of a webhook are committed (bench database only).
+CREATE FUNCTION bench_notify_grants() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('bench_grants', n.webhook_id)
+       FROM (SELECT DISTINCT webhook_id FROM new_grants WHERE webhook_id IS NOT NULL) AS n;
+    RETURN NULL;
+END $$;
+
+-- name: latency_trigger
+CREATE TRIGGER bench_notify_grants AFTER INSERT ON grants
+REFERENCING NEW TABLE AS new_grants FOR EACH STATEMENT EXECUTE FUNCTION bench_notify_grants();
+
+-- name: latency_listen
+LISTEN bench_grants;
+
+-- name: backfill_setup_course
+-- Backfill: the course with the long history, and a link of it to a competence no other
+-- course grants (so every grant the backfill creates is counted).
+INSERT INTO courses (id, name, guide_type, status) VALUES (%(course_id)s, %(name)s, 14, 'published');
+
+-- name: backfill_setup_link
+INSERT INTO links (course_id, competence_id, created_by)
+VALUES (%(course_id)s, (SELECT max(id) FROM competences WHERE kind = 'competence'), 'bench')
+RETURNING id;
+
+-- name: backfill_outcome
+SELECT backfill_state, backfill_total, backfill_processed, backfill_granted, backfill_unmatched,
+       backfill_failed, (SELECT count(*) FROM grants WHERE link_id = %(link_id)s) AS grants
+  FROM links WHERE id = %(link_id)s;

@@ -1,0 +1,138 @@
+"""Write a run's results: a Markdown table for people, JSON for tools."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+
+def _met(value, op: str, target: float):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value >= target if op == ">=" else value < target
+
+
+def _fmt(value, digits: int = 0) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and math.isnan(value):
+        return "–"
+    if isinstance(value, (int, float)):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def rows(results: dict) -> list[dict]:
+    """The headline figures: (key, measured, baseline, ratio or value)."""
+    out = []
+    ing = results.get("ingest")
+    if ing:
+        s, r, b = ing["service"], ing["reference"], ing["bare"]
+        out.append({"key": "ingest", "measured": f"{_fmt(s['rps'])} req/s, p99 {_fmt(s['p99_us'] / 1000, 1)} ms",
+                    "baseline": f"reference {_fmt(r['rps'])} req/s, p99 {_fmt(r['p99_us'] / 1000, 1)} ms; "
+                                f"bare Flask {_fmt(b['rps'])} req/s, p99 {_fmt(b['p99_us'] / 1000, 1)} ms",
+                    "value": ing["ratio_reference"]})
+    w = results.get("worker")
+    if w:
+        out.append({"key": "worker_ceiling", "measured": f"{_fmt(w['worker']['events_per_s'])} events/s",
+                    "baseline": f"ceiling {_fmt(w['ceiling']['events_per_s'])} events/s",
+                    "value": w["ratio_ceiling"]})
+        out.append({"key": "worker_naive", "measured": f"{_fmt(w['worker']['events_per_s'])} events/s",
+                    "baseline": f"naive {_fmt(w['naive']['events_per_s'])} events/s",
+                    "value": w["ratio_naive"]})
+    bf = results.get("backfill")
+    if bf:
+        out.append({"key": "backfill", "measured": f"{_fmt(bf.get('backfill_per_s'))} results/s",
+                    "baseline": f"read-only {_fmt(bf.get('read_per_s'))} results/s",
+                    "value": bf.get("ratio")})
+    lat = results.get("latency")
+    if lat:
+        out.append({"key": "latency",
+                    "measured": f"p50 {_fmt(lat['p50_ms'], 1)} ms, p99 {_fmt(lat['p99_ms'], 1)} ms "
+                                f"({_fmt(lat['granted_seen'])}/{_fmt(lat['grant_webhooks'])} grants seen, "
+                                f"{_fmt(lat['sent'])} sent in {_fmt(lat['send_s'], 1)} s)",
+                    "baseline": f"{_fmt(lat['rate'])} webhooks/s for {_fmt(lat['seconds'])} s",
+                    "value": lat["p99_ms"]})
+    g = results.get("growth")
+    if g:
+        out.append({"key": "growth", "measured": f"{_fmt(g['full']['events_per_s'])} events/s with "
+                                                 f"{_fmt(g['grants_before'])} grants",
+                    "baseline": f"empty grants table {_fmt(g['empty']['events_per_s'])} events/s",
+                    "value": g["ratio"]})
+    return out
+
+
+def write(base: Path, results: dict, meta: dict, targets: dict) -> None:
+    base.parent.mkdir(parents=True, exist_ok=True)
+    table = rows(results)
+    summary = []
+    for row in table:
+        label, op, target = targets[row["key"]]
+        summary.append({**row, "figure": label, "target": f"{op} {target}",
+                        "met": _met(row["value"], op, target)})
+    doc = {"meta": meta, "summary": summary, "results": results}
+    base.with_suffix(".json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+
+    lines = [f"# Benchmark run {meta['run']}{' (quick: not a result)' if meta['quick'] else ''}", "",
+             f"{meta['finished_at']} · commit {meta['commit']}{' (uncommitted changes)' if meta['dirty'] else ''}"
+             f" · {meta['cpus']} CPUs · load average at the end {meta['load_average_end']}"
+             f" · {meta['duration_s']:.0f} s{' · profiled with py-spy' if meta['profiled'] else ''}", "",
+             "| figure | measured | baseline (same run, same data) | ratio / value | target | met |",
+             "|---|---|---|---|---|---|"]
+    for row in summary:
+        met = {True: "yes", False: "**no**", None: "–"}[row["met"]]
+        lines.append(f"| {row['figure']} | {row['measured']} | {row['baseline']} | "
+                     f"{_fmt(row['value'], 2 if row['key'] != 'latency' else 1)} | {row['target']} | {met} |")
+    if meta["errors"]:
+        lines += ["", "**Parts that crashed:** " + "; ".join(f"part {k}: {v}" for k, v in meta["errors"].items())]
+    lines += ["", "## Notes", ""]
+    lines += _notes(results)
+    base.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def _notes(results: dict) -> list[str]:
+    notes = []
+    ing = results.get("ingest")
+    if ing:
+        cpu = ing.get("cpu_ms_per_request", {})
+        notes.append(
+            "- **Ingest.** wrk, 1 thread, 32 connections, distinct webhooks signed just before each run; "
+            "gunicorn as `competence-bridge web` (2 workers x 8 threads, gthread, JSON access log) for all "
+            "three. *Reference* = verify the Standard Webhooks signature (same library), then publish the "
+            "raw body to the same quorum queue with a kombu producer in `confirm_publish` mode (one "
+            "connection per thread), 202 after the broker's confirm; no validation, metrics or logs. "
+            "*Service* = the real endpoint (verify, validate, publish through the grouped-confirm "
+            "Publisher, 202 after the confirm). Non-2xx answers: "
+            f"service {ing['service']['errors']}, reference {ing['reference']['errors']}, bare {ing['bare']['errors']}; "
+            f"messages on the queue after the run: service {ing['service']['queued']:,}, "
+            f"reference {ing['reference']['queued']:,}.")
+        if cpu:
+            notes.append(
+                f"- **What bounds ingest:** CPU per request (server + broker + wrk): service {cpu['service']} ms, "
+                f"reference {cpu['reference']} ms; bare Flask's server plus the broker's cost of one durable "
+                f"message is already {cpu['floor_bare_plus_broker']} ms, so no Flask endpoint that queues "
+                f"durably can exceed ~{ing.get('best_possible_ratio')} x the reference on this machine "
+                f"(bare / reference this run: {ing['bare_over_reference']}).")
+    w = results.get("worker")
+    if w:
+        notes.append(
+            f"- **Worker.** {w['worker']['events']:,} events pre-filled (10 % failed, mixed-case emails); "
+            "rate measured in the database between the first and the last transaction. Transactions: "
+            f"worker {w['worker']['transactions']:,}, ceiling {w['ceiling']['transactions']:,}, naive "
+            f"{w['naive']['transactions']:,} (naive stopped after {w['naive']['window_s']:.0f} s). "
+            f"Outcome checked (results, statuses, grants): worker {w['worker'].get('correct')}, "
+            f"ceiling {w['ceiling'].get('correct')}.")
+    g = results.get("growth")
+    if g:
+        notes.append(f"- **Growth.** {g['grants_before']:,} grants generated set-based in {g['generate_s']} s "
+                     "(every employee holds each of 100 competences no course grants); the same events "
+                     "on an empty grants table and on it.")
+    lat = results.get("latency")
+    if lat:
+        notes.append(f"- **Latency.** Open-loop sender at {lat['rate']:,}/s; answers: {lat['statuses']}; "
+                     f"202 answer p50 {lat['answer_p50_ms']} ms, p99 {lat['answer_p99_ms']} ms; "
+                     f"CPU seconds by component: {lat['cpu']['by_component']}.")
+    bf = results.get("backfill")
+    if bf and bf.get("note"):
+        notes.append(f"- **Backfill.** {bf['note']}")
+    return notes

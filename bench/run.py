@@ -1,0 +1,203 @@
+"""`make bench`: measure the service against its ceilings in one run; write bench/results/.
+
+    python -m bench.run [--parts 1,2,3,4,5] [--quick] [--profile]
+
+Every figure that matters is a ratio against a baseline measured in the same run, on the same
+data (see bench/README.md). The benchmark reports; it asserts nothing. It exits non-zero only
+when a part crashed (the others still run and are reported).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench import data
+from bench.common import ROOT, Run, say
+
+RESULTS = Path(__file__).with_name("results")
+
+FULL = {
+    "ingest_seconds": 15, "ingest_warmup": 3, "ingest_connections": 32, "ingest_pool": 80_000,
+    "worker_events": 100_000, "worker_cap_s": 120, "naive_cap_s": 30,
+    "growth_events": 100_000,
+    "latency_rate": 1000, "latency_seconds": 30,
+    "backfill_results": 1_000_000,
+}
+QUICK = {
+    "ingest_seconds": 5, "ingest_warmup": 1, "ingest_connections": 32, "ingest_pool": 30_000,
+    "worker_events": 10_000, "worker_cap_s": 60, "naive_cap_s": 10,
+    "growth_events": 10_000,
+    "latency_rate": 200, "latency_seconds": 5,
+    "backfill_results": 20_000,
+}
+
+TARGETS = {
+    "ingest": ("ingest / reference (1b)", ">=", 2.5),
+    "worker_ceiling": ("worker / ceiling (2a)", ">=", 0.8),
+    "worker_naive": ("worker / naive (2b)", ">=", 10),
+    "backfill": ("backfill / read-only (3)", ">=", 0.7),
+    "latency": ("p99 webhook -> grant at 1,000/s (4), ms", "<", 250),
+    "growth": ("growth: 10 M grants / empty (5)", ">=", 0.8),
+}
+
+
+def _ratio(a, b):
+    return round(a / b, 3) if a and b else None
+
+
+def part_ingest(run: Run, cfg: dict, results: dict) -> None:
+    from bench import ingest
+    from service import db
+    from service.db.migrate import migrate
+
+    say("part 1: ingest (wrk, gunicorn as `competence-bridge web`)")
+    _name, url = run.database("ingest")
+    with db.connect(url, autocommit=True) as conn:
+        migrate(conn)
+    apps = {"bare": "bench.apps:bare_app()", "reference": "bench.apps:reference_app()", "service": None}
+    out = {}
+    for label, app in apps.items():
+        out[label] = ingest.measure(run, label, app, db_url=url, seconds=cfg["ingest_seconds"],
+                                    warmup=cfg["ingest_warmup"], connections=cfg["ingest_connections"],
+                                    pool_size=cfg["ingest_pool"])
+    out["ratio_reference"] = _ratio(out["service"]["rps"], out["reference"]["rps"])
+    out["ratio_bare"] = _ratio(out["service"]["rps"], out["bare"]["rps"])
+    out["bare_over_reference"] = _ratio(out["bare"]["rps"], out["reference"]["rps"])
+    # What bounds the ratio: CPU per request of the bare app's server plus the broker's CPU
+    # per durable message is the least any endpoint that queues durably can cost.
+    try:
+        ms = {k: out[k]["cpu"]["ms_per_request"] for k in apps}
+        floor = ms["bare"]["gunicorn (bare)"] + ms["service"].get("rabbitmq", 0) + ms["bare"].get("wrk", 0)
+        reference = (ms["reference"]["gunicorn (reference)"] + ms["reference"].get("rabbitmq", 0)
+                     + ms["reference"].get("wrk", 0))
+        service = (ms["service"]["gunicorn (service)"] + ms["service"].get("rabbitmq", 0)
+                   + ms["service"].get("wrk", 0))
+        out["cpu_ms_per_request"] = {"service": round(service, 3), "reference": round(reference, 3),
+                                     "floor_bare_plus_broker": round(floor, 3)}
+        out["best_possible_ratio"] = round(reference / floor, 2)
+    except (KeyError, ZeroDivisionError):
+        pass
+    results["ingest"] = out
+
+
+def part_worker(run: Run, cfg: dict, results: dict, template: str) -> None:
+    from bench import worker
+
+    n = cfg["worker_events"]
+    say(f"part 2: worker ({n:,} queued events -> committed grants)")
+    events = data.queued_events(n, tag="w")
+    out = {}
+    out["ceiling"] = worker.measure(run, "ceiling", "ceiling", template, events, time_cap=cfg["worker_cap_s"])
+    out["worker"] = worker.measure(run, "worker", "worker", template, events, time_cap=cfg["worker_cap_s"])
+    out["naive"] = worker.measure(run, "naive", "naive", template, events, time_cap=cfg["naive_cap_s"])
+    out["ratio_ceiling"] = _ratio(out["worker"]["events_per_s"], out["ceiling"]["events_per_s"])
+    out["ratio_naive"] = _ratio(out["worker"]["events_per_s"], out["naive"]["events_per_s"])
+    results["worker"] = out
+
+
+def part_growth(run: Run, cfg: dict, results: dict, template: str) -> None:
+    from bench import worker
+    from bench.common import db_url
+
+    n = cfg["growth_events"]
+    say("part 5: growth (the worker with 10 M existing grants, next to an empty grants table)")
+    events = data.queued_events(n, tag="g")
+    out = {}
+    out["empty"] = worker.measure(run, "growth_empty", "worker", template, events, time_cap=cfg["worker_cap_s"])
+    name, _url = run.database("growth", template)
+    started = time.monotonic()
+    count = data.add_growth_grants(db_url(name))
+    out["grants_before"] = count
+    out["generate_s"] = round(time.monotonic() - started, 1)
+    say(f"  growth: {count:,} grants generated in {out['generate_s']}s")
+    out["full"] = worker.measure(run, "growth_full", "worker", template, events,
+                                 time_cap=cfg["worker_cap_s"], db_name=name)
+    out["ratio"] = _ratio(out["full"]["events_per_s"], out["empty"]["events_per_s"])
+    results["growth"] = out
+
+
+def part_latency(run: Run, cfg: dict, results: dict, template: str) -> None:
+    from bench import latency
+
+    say(f"part 4: latency at {cfg['latency_rate']:,}/s for {cfg['latency_seconds']}s")
+    results["latency"] = latency.measure(run, template, rate=cfg["latency_rate"],
+                                         seconds=cfg["latency_seconds"])
+
+
+def part_backfill(run: Run, cfg: dict, results: dict, template: str) -> None:
+    from bench import backfill
+
+    say(f"part 3: backfill ({cfg['backfill_results']:,} historical results)")
+    results["backfill"] = backfill.measure(run, template, results=cfg["backfill_results"])
+
+
+PARTS = {"1": part_ingest, "2": part_worker, "5": part_growth, "4": part_latency, "3": part_backfill}
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", default="1,2,5,4,3", help="which measurements, in this order")
+    parser.add_argument("--quick", action="store_true", help="small numbers: a smoke test, not a result")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the measured processes with py-spy into bench/results/profiles/")
+    parser.add_argument("--output", default=str(RESULTS / "latest"),
+                        help="write OUTPUT.md and OUTPUT.json")
+    args = parser.parse_args()
+    cfg = QUICK if args.quick else FULL
+    run = Run()
+    if args.profile:
+        run.profile_dir = RESULTS / "profiles"
+    results: dict = {}
+    errors: dict[str, str] = {}
+    started = time.monotonic()
+    say(f"bench run {run.id}{' (quick)' if args.quick else ''}; load average {os.getloadavg()}")
+    try:
+        template, url = run.database("template")
+        data.seed(url)
+        say(f"template database seeded: {data.EMPLOYEES:,} employees, {data.COURSES} courses, "
+            f"{data.COURSES * data.PER_COURSE} links")
+        for part in args.parts.split(","):
+            fn = PARTS[part.strip()]
+            try:
+                if fn is part_ingest:
+                    fn(run, cfg, results)
+                else:
+                    fn(run, cfg, results, template)
+            except Exception as exc:  # noqa: BLE001 - report it and go on with the next part
+                errors[part] = f"{exc.__class__.__name__}: {exc}"
+                say(f"part {part} FAILED: {errors[part]}")
+                traceback.print_exc()
+    finally:
+        say("cleaning up (databases, queues, processes)")
+        run.cleanup()
+    meta = {
+        "run": run.id, "quick": args.quick, "profiled": args.profile,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "duration_s": round(time.monotonic() - started, 1), "commit": _git("rev-parse", "--short", "HEAD"),
+        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "cpus": os.cpu_count(), "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(), "config": cfg, "errors": errors,
+    }
+    from bench.report import write
+
+    write(Path(args.output), results, meta, TARGETS)
+    say(f"wrote {args.output}.md and .json in {meta['duration_s']}s")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
