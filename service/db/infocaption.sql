@@ -145,39 +145,14 @@ SELECT c.id, c.name, c.guide_type, min(l.created_at) AS linked_at, jc.cursor
 INSERT INTO job_cursors (name, cursor) VALUES (%(name)s, %(cursor)s)
 ON CONFLICT (name) DO UPDATE SET cursor = excluded.cursor, updated_at = now();
 
--- name: demo_upsert_employees
--- seed-demo: the simulator's staff as employees (kept as they are when already there).
-INSERT INTO employees (email, email_normalized, first_name, last_name)
-SELECT * FROM unnest(%(emails)s::text[], %(emails_normalized)s::text[],
-                     %(first_names)s::text[], %(last_names)s::text[])
-ON CONFLICT (email_normalized) DO NOTHING;
-
 -- name: demo_find_competence
 -- seed-demo: a competence tree node by name and parent (so a second seed reuses it).
 SELECT id FROM competences
  WHERE name = %(name)s AND kind = %(kind)s AND parent_id IS NOT DISTINCT FROM %(parent_id)s
  ORDER BY id LIMIT 1;
 
--- name: demo_insert_competence
--- seed-demo: one node of the demo competence tree.
-INSERT INTO competences (parent_id, name, kind, default_valid_days)
-VALUES (%(parent_id)s, %(name)s, %(kind)s, %(default_valid_days)s)
-RETURNING id;
-
 -- name: demo_upsert_course
 -- seed-demo: a course the demo links (the catalog refresh keeps it current afterwards).
 INSERT INTO courses (id, name, guide_type, last_seen_at)
 VALUES (%(id)s, %(name)s, %(guide_type)s, now())
 ON CONFLICT (id) DO NOTHING;
-
--- name: demo_insert_link
--- seed-demo: a link, created as the admin API creates one; NULL when it exists already.
-INSERT INTO links (course_id, competence_id, created_by)
-VALUES (%(course_id)s, %(competence_id)s, %(created_by)s)
-ON CONFLICT (course_id, competence_id) DO NOTHING
-RETURNING id, course_id, competence_id, created_at, created_by;
-
--- name: demo_audit
--- seed-demo: write what it changed to the audit log (CONTRACT rule 8).
-INSERT INTO audit_log (actor, action, target, before, after)
-VALUES (%(actor)s, %(action)s, %(target)s, NULL, %(after)s);

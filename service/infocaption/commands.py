@@ -162,34 +162,36 @@ def seed_demo(seed: int, courses: int, employees: int, data_file: str | None, fo
                 from service.infocaption.simulator import DataSet
 
                 data = DataSet.load(data_file)
-            summary = seed_demo_data(conn, seed=seed, courses=courses, employees=employees, data=data)
+            summary = seed_demo_data(conn, seed=seed, courses=courses, employees=employees, data=data,
+                                     tz=settings.time_zone)
     click.echo(f"demo seeded: {summary['employees']} new employee(s), "
                f"{summary['competences']} new competence node(s), {summary['links']} new link(s) "
                "(their backfills start once the scheduler and the worker run)")
 
 
 def seed_demo_data(conn, *, seed: int = 42, courses: int = 8, employees: int = 150,
-                   actor: str = "seed-demo", data=None) -> dict:
+                   actor: str = "seed-demo", data=None, tz: str = "Europe/Stockholm") -> dict:
     """Insert the demo's employees, competence tree and links; the caller commits.
 
-    Each new link gets its backfill as the admin API gives it one: an outbox row in the same
-    transaction, relayed to the backfill queue by the scheduler. A second seed adds nothing.
+    Everything goes through the admin API's domain functions (checks, audit rows); a link's
+    backfill is an outbox row in the link's transaction, relayed to the queue by the
+    scheduler. A second seed adds nothing.
     """
     from datetime import datetime, timezone
 
-    from psycopg.types.json import Jsonb
-
     from service import db
+    from service.domain import admin
     from service.domain.rules import normalize_email
     from service.infocaption.simulator import generate_courses, generate_employees
 
     staff = data.employees if data is not None else generate_employees(seed, employees)
-    added = conn.execute(db.q("demo_upsert_employees"), {
-        "emails": [e.email for e in staff],
-        "emails_normalized": [normalize_email(e.email) for e in staff],
-        "first_names": [e.first_name for e in staff],
-        "last_names": [e.last_name for e in staff],
-    }).rowcount
+    taken = {r["email_normalized"] for r in conn.execute(
+        db.q("admin_employees_by_emails"), {"emails": [normalize_email(e.email) for e in staff]})}
+    new = {normalize_email(e.email): e for e in staff if normalize_email(e.email) not in taken}
+    if new:
+        admin.create_employees(conn, [{"email": e.email, "first_name": e.first_name,
+                                       "last_name": e.last_name} for e in new.values()],
+                               actor=actor, tz=tz)
     known = data.courses if data is not None else generate_courses(
         seed, courses, anchor=datetime.now(timezone.utc))
     catalog = sorted((c for c in known.values() if c.guide_type in (14, 18) and c.published and not c.deleted),
@@ -203,9 +205,8 @@ def seed_demo_data(conn, *, seed: int = 42, courses: int = 8, employees: int = 1
         if row:
             return row["id"]
         nodes += 1
-        return conn.execute(db.q("demo_insert_competence"), {
-            "parent_id": parent_id, "name": name, "kind": kind, "default_valid_days": days,
-        }).fetchone()["id"]
+        return admin.create_competence(conn, {"parent_id": parent_id, "name": name, "kind": kind,
+                                              "default_valid_days": days}, actor=actor)["id"]
 
     links = 0
     for main_name, group_name, competence_name, days, course_index in DEMO_TREE:
@@ -217,16 +218,11 @@ def seed_demo_data(conn, *, seed: int = 42, courses: int = 8, employees: int = 1
         course = catalog[course_index]
         conn.execute(db.q("demo_upsert_course"),
                      {"id": course.id, "name": course.name, "guide_type": course.guide_type})
-        link = conn.execute(db.q("demo_insert_link"), {
-            "course_id": course.id, "competence_id": competence, "created_by": actor,
-        }).fetchone()
-        if link is None:
+        try:
+            with conn.transaction():  # a savepoint: a refused link leaves the rest of the seed
+                admin.create_link(conn, course.id, competence, actor=actor)
+        except admin.AdminError as exc:  # already linked (a second seed), or not linkable
+            log.info("seed-demo: no new link for course %s: %s", course.id, exc)
             continue
         links += 1
-        conn.execute(db.q("outbox_insert"), {"topic": "backfill", "payload": Jsonb({"link_id": link["id"]})})
-        conn.execute(db.q("demo_audit"), {
-            "actor": actor, "action": "link.create", "target": f"link:{link['id']}",
-            "after": Jsonb({"id": link["id"], "course_id": course.id, "competence_id": competence,
-                            "created_by": actor}),
-        })
-    return {"employees": added, "competences": nodes, "links": links}
+    return {"employees": len(new), "competences": nodes, "links": links}

@@ -132,6 +132,8 @@ def test_demo_seed_relayed_by_the_scheduler_and_backfilled_by_the_worker(
         summary = seed_demo_data(conn, seed=42, courses=8, employees=60)
     assert summary == {"employees": 60, "competences": 7, "links": 4}
     assert conn.execute("SELECT count(*) AS n FROM outbox WHERE topic = 'backfill'").fetchone()["n"] == 4
+    assert conn.execute("SELECT count(*) AS n FROM audit_log WHERE actor = 'seed-demo'"
+                        " AND action = 'link.create'").fetchone()["n"] == 4  # the admin API's path
 
     scheduler = Scheduler(s, database_url)
     worker = BackfillWorker(s, pool, page_size=50)
