@@ -53,10 +53,11 @@ def stop(proc: subprocess.Popen) -> str:
 
 
 def embedded_psql(data_dir: Path, sql: str) -> str:
-    import pgserver
+    """Query the embedded server over its socket (as the demo's processes reach it)."""
+    import psycopg
 
-    server = pgserver.get_server(data_dir / "pg", cleanup_mode=None)
-    return server.psql(sql)
+    with psycopg.connect(host=str(data_dir / "pg"), user="postgres", dbname="postgres") as c:
+        return repr(c.execute(sql).fetchall())
 
 
 def stop_embedded_postgres(data_dir: Path) -> None:
