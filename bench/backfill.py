@@ -122,11 +122,12 @@ def _timed(run: Run, args: list[str], env: dict, label: str, timeout: float,
     before = cpu_snapshot()
     proc = run.start(args, env, label)
     started = time.monotonic()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        run.stop(proc)
-        raise RuntimeError(f"{label} did not finish in {timeout:.0f}s") from None
+    with run.profiled(proc, label, timeout, wall=True):
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            run.stop(proc)
+            raise RuntimeError(f"{label} did not finish in {timeout:.0f}s") from None
     elapsed = time.monotonic() - started
     cpu = cpu_usage(before, cpu_snapshot(), {label: proc.pid, "simulator": sim.pid if sim else -1})
     run.procs.remove(proc)

@@ -216,14 +216,19 @@ class Run:
             self.procs.remove(proc)
 
     @contextmanager
-    def profiled(self, proc: subprocess.Popen, name: str, seconds: float, subprocesses: bool = False):
-        """Sample `proc` with py-spy while the block runs, when profiling is on."""
+    def profiled(self, proc: subprocess.Popen, name: str, seconds: float, subprocesses: bool = False,
+                 wall: bool = False):
+        """Sample `proc` with py-spy while the block runs, when profiling is on.
+
+        By default only the thread holding the GIL is sampled (where the CPU goes); `wall`
+        samples the main thread's whole stack, waits included (where the time goes).
+        """
         spy = None
         if self.profile_dir is not None:
             self.profile_dir.mkdir(parents=True, exist_ok=True)
             args = [str(BIN / "py-spy"), "record", "--pid", str(proc.pid), "--rate", "100",
                     "--duration", str(int(seconds) + 1), "--format", "raw", "--nonblocking",
-                    "--gil", "--output", str(self.profile_dir / f"{name}.txt")]
+                    "--idle" if wall else "--gil", "--output", str(self.profile_dir / f"{name}.txt")]
             if subprocesses:
                 args.append("--subprocesses")
             spy = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

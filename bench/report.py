@@ -132,7 +132,19 @@ def _notes(results: dict) -> list[str]:
         notes.append(f"- **Latency.** Open-loop sender at {lat['rate']:,}/s; answers: {lat['statuses']}; "
                      f"202 answer p50 {lat['answer_p50_ms']} ms, p99 {lat['answer_p99_ms']} ms; "
                      f"CPU seconds by component: {lat['cpu']['by_component']}.")
+    low = results.get("latency_sustained")
+    if low:
+        notes.append(f"- **Latency at a sustainable rate (context, not the target).** {low['rate']:,}/s for "
+                     f"{low['seconds']} s: p50 {low['p50_ms']} ms, p99 {low['p99_ms']} ms, "
+                     f"{low['granted_seen']:,}/{low['grant_webhooks']:,} grants seen; 202 answer p99 "
+                     f"{low['answer_p99_ms']} ms.")
     bf = results.get("backfill")
-    if bf and bf.get("note"):
-        notes.append(f"- **Backfill.** {bf['note']}")
+    if bf:
+        notes.append(
+            f"- **Backfill.** One course with {bf['results']:,} results in the simulator (its own process; "
+            f"pages of {bf['page_size']}), link to a competence no other course grants. Read-only = the "
+            f"service's client reading every page and discarding it: {bf['read_s']} s. Backfill = "
+            f"`competence-bridge backfill --link` until done: {bf['backfill_s']} s, outcome "
+            f"{bf.get('outcome')}. CPU seconds during the backfill: {bf['backfill_cpu']['by_component']}; "
+            f"during the read: {bf['read_cpu']['by_component']}.")
     return notes

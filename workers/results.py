@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from datetime import datetime
 
 import psycopg
@@ -34,8 +35,8 @@ class ResultWorker(BatchWorker):
             except (TypeError, ValueError):
                 pass
         EVENTS.labels(outcome="duplicate").inc(out.duplicates)
-        for status in out.statuses.values():
-            EVENTS.labels(outcome=status).inc()
+        for status, count in Counter(out.statuses.values()).items():
+            EVENTS.labels(outcome=status).inc(count)
         GRANTS.labels(source="webhook").inc(out.grants_created)
         for body in bodies:
             result = body.get("result") or {}
