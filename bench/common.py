@@ -62,8 +62,18 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_snapshot() -> dict:
-    """CPU seconds used so far by every process (by pid: name, session), and the machine's."""
+    """CPU seconds used so far by every process (by pid: name, session), and the machine's.
+
+    PostgreSQL backends are named by their database (`postgres: <db>`), so that the server's
+    work for this run can be told from other clients' on a shared machine.
+    """
     procs = {}
+    databases = {}
+    try:
+        with admin() as a:
+            databases = dict(a.execute("SELECT pid, datname FROM pg_stat_activity").fetchall())
+    except psycopg.Error:
+        pass
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -75,7 +85,10 @@ def cpu_snapshot() -> dict:
         name = stat[stat.index("(") + 1:stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2:].split()
         # field n of man 5 proc is fields[n - 3]: session (6), utime (14), stime (15)
-        procs[int(entry.name)] = (name, int(fields[3]), (int(fields[11]) + int(fields[12])) / _TICK)
+        pid = int(entry.name)
+        if pid in databases:
+            name = f"postgres: {databases[pid] or '-'}"
+        procs[pid] = (name, int(fields[3]), (int(fields[11]) + int(fields[12])) / _TICK)
     with open("/proc/stat") as f:
         cpu = [int(x) for x in f.readline().split()[1:]]
     idle = cpu[3] + cpu[4]
@@ -94,8 +107,12 @@ def cpu_usage(before: dict, after: dict, sessions: dict[str, int]) -> dict:
         if label is None:
             if name in ("beam.smp", "erl_child_setup", "epmd", "inet_gethost"):
                 label = "rabbitmq"
+            elif name.startswith("postgres: cb_bench_"):
+                label = "postgresql (bench databases)"
+            elif name.startswith("postgres: "):
+                label = "postgresql (other databases)"
             elif name.startswith("postgres"):
-                label = "postgresql"
+                label = "postgresql (server processes)"
             elif name == "wrk":
                 label = "wrk"
             else:
