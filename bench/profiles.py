@@ -65,7 +65,9 @@ def _is_idle(frames: list[str]) -> bool:
 
 
 def _short(frame: str) -> str:
-    # "func (path/to/module.py:123)" -> "func (module.py)"
+    # "func (path/to/module.py:123)" -> "func (module.py)"; "process 12:"cmd..."" -> "process"
+    if frame.startswith("process "):
+        return "process"
     m = re.match(r"^(.*?) \((?:.*/)?([^/:]+)(?::\d+)?\)$", frame)
     return f"{m.group(1)} ({m.group(2)})" if m else frame
 

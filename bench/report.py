@@ -70,7 +70,8 @@ def write(base: Path, results: dict, meta: dict, targets: dict) -> None:
         label, op, target = targets[row["key"]]
         summary.append({**row, "figure": label, "target": f"{op} {target}",
                         "met": _met(row["value"], op, target)})
-    doc = {"meta": meta, "summary": summary, "results": results}
+    doc = {"meta": meta, "summary": summary, "bounds": bounds(results, meta.get("cpus") or 2),
+           "results": results}
     base.with_suffix(".json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
 
     lines = [f"# Benchmark run {meta['run']}{' (quick: not a result)' if meta['quick'] else ''}", "",
@@ -86,11 +87,40 @@ def write(base: Path, results: dict, meta: dict, targets: dict) -> None:
     if meta["errors"]:
         lines += ["", "**Parts that crashed:** " + "; ".join(f"part {k}: {v}" for k, v in meta["errors"].items())]
     lines += ["", "## Notes", ""]
-    lines += _notes(results)
+    lines += _notes(results, meta.get("cpus") or 2)
     base.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
-def _notes(results: dict) -> list[str]:
+def _pg(by: dict) -> float:
+    """CPU of this run's PostgreSQL backends (older runs: all of PostgreSQL)."""
+    return by.get("postgresql (bench databases)", by.get("postgresql", 0.0))
+
+
+def bounds(results: dict, cpus: int) -> dict:
+    """What this machine allows, from the CPU each part's processes used per unit of work."""
+    out = {}
+    lat = results.get("latency")  # at the target rate: fixed costs are spread thinnest there
+    if lat and lat.get("cpu"):
+        by = lat["cpu"]["by_component"]
+        per = (by.get("web", 0) + by.get("worker", 0) + by.get("rabbitmq", 0) + _pg(by)) / max(lat["sent"], 1)
+        out["latency"] = {"cpu_ms_per_webhook": round(1000 * per, 3),
+                          "max_rate_all_cores": round(cpus / per) if per else None,
+                          "measured_at_rate": lat["rate"]}
+    bf = results.get("backfill")
+    if bf and bf.get("backfill_cpu"):
+        by = bf["backfill_cpu"]["by_component"]
+        per = (by.get("backfill-run", 0) + _pg(by) + by.get("simulator", 0)) / max(bf["results"], 1)
+        best = cpus / per if per else None
+        out["backfill"] = {"cpu_us_per_result": round(1e6 * per, 1),
+                           "postgresql_us_per_result": round(1e6 * _pg(by) / max(bf["results"], 1), 1),
+                           "backfill_process_us_per_result": round(1e6 * by.get("backfill-run", 0) / max(bf["results"], 1), 1),
+                           "max_rate_all_cores": round(best) if best else None,
+                           "best_possible_ratio": round(best / bf["read_per_s"], 2) if best else None,
+                           "cores_busy": round(bf["backfill_cpu"]["machine_busy_s"] / bf["backfill_cpu"]["wall_s"], 2)}
+    return out
+
+
+def _notes(results: dict, cpus: int = 2) -> list[str]:
     notes = []
     ing = results.get("ingest")
     if ing:
@@ -127,8 +157,18 @@ def _notes(results: dict) -> list[str]:
         notes.append(f"- **Growth.** {g['grants_before']:,} grants generated set-based in {g['generate_s']} s "
                      "(every employee holds each of 100 competences no course grants); the same events "
                      "on an empty grants table and on it.")
+    limits = bounds(results, cpus)
     lat = results.get("latency")
     if lat:
+        if "latency" in limits:
+            lim = limits["latency"]
+            notes.append(
+                f"- **What bounds latency at 1,000/s:** one webhook costs {lim['cpu_ms_per_webhook']} ms of CPU "
+                f"(web + worker + RabbitMQ + this run's PostgreSQL while the sender ran at {lim['measured_at_rate']:,}/s; "
+                f"the worker's backlog after that is not counted, so this is a lower bound), "
+                f"so {cpus} cores carry at most ~{lim['max_rate_all_cores']:,} webhooks/s with nothing else "
+                f"running (not even the sender); at 1,000/s the queue in front of the web process grows "
+                f"for as long as the sender runs, and so does every latency.")
         notes.append(f"- **Latency.** Open-loop sender at {lat['rate']:,}/s; answers: {lat['statuses']}; "
                      f"202 answer p50 {lat['answer_p50_ms']} ms, p99 {lat['answer_p99_ms']} ms; "
                      f"CPU seconds by component: {lat['cpu']['by_component']}.")
@@ -147,4 +187,12 @@ def _notes(results: dict) -> list[str]:
             f"`competence-bridge backfill --link` until done: {bf['backfill_s']} s, outcome "
             f"{bf.get('outcome')}. CPU seconds during the backfill: {bf['backfill_cpu']['by_component']}; "
             f"during the read: {bf['read_cpu']['by_component']}.")
+        if "backfill" in limits:
+            lim = limits["backfill"]
+            notes.append(
+                f"- **What bounds the backfill:** {lim['cpu_us_per_result']} µs of CPU per result "
+                f"(PostgreSQL {lim['postgresql_us_per_result']} µs, the backfill process "
+                f"{lim['backfill_process_us_per_result']} µs, the rest the simulator); it runs page after page "
+                f"({lim['cores_busy']} cores busy on average). Even spread perfectly over {cpus} cores that is "
+                f"~{lim['max_rate_all_cores']:,} results/s, {lim['best_possible_ratio']} x the read-only rate.")
     return notes

@@ -196,6 +196,12 @@ def main() -> int:
         "cpus": os.cpu_count(), "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(), "config": cfg, "errors": errors,
     }
+    if run.profile_dir is not None and run.profile_dir.exists():
+        from bench.profiles import summarise
+
+        for raw in sorted(run.profile_dir.glob("*.txt")):
+            if not raw.name.endswith(".summary.txt"):
+                raw.with_suffix(".summary.txt").write_text(summarise(raw, top=40) + "\n")
     from bench.report import write
 
     write(Path(args.output), results, meta, TARGETS)

@@ -13,7 +13,7 @@ import time
 import psycopg
 
 from bench import data, rabbit
-from bench.common import BIN, Run, db_url, drop_database, say
+from bench.common import BIN, Run, admin, db_url, drop_database, say
 
 CONSUMERS = {
     "worker": lambda: [str(BIN / "competence-bridge"), "worker", "--queue", "events"],
@@ -27,6 +27,8 @@ def measure(run: Run, label: str, consumer: str, template: str, events: list[dic
     """Run one consumer over the events on a copy of `template`; return its figures."""
     name, url = run.database(label, template) if db_name is None else (db_name, db_url(db_name))
     prefix = run.prefix(label)
+    with admin() as a:
+        a.execute("CHECKPOINT")  # no checkpoint from the copy or the set-up writes in the window
     fill_s = rabbit.fill(prefix, events)
     say(f"  {label}: {len(events):,} events queued in {fill_s:.1f}s; starting {consumer}")
     proc = run.start(CONSUMERS[consumer](), run.env(url, prefix), label)

@@ -9,6 +9,11 @@ A subclass only says what a batch means (`handle`). The base class:
   capped exponential backoff, and never dead-letters for them;
 - on any other error decides each event alone (a savepoint each) so that only the poison
   event goes to the dead letters, with its error, and the rest of the batch still commits.
+
+While one batch commits (in a helper thread, waiting on PostgreSQL most of the time), the
+consuming thread reads the next one from the broker; batches still commit one at a time and in
+order, each is acked only after its commit, and only the consuming thread uses the broker
+connection. (A subclass that replaces `flush` is run without this overlap.)
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import signal
 import socket
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import psycopg
@@ -66,6 +72,8 @@ class BatchWorker:
         self.stopping = threading.Event()
         self._buffer: list[Delivery] = []
         self._broker: Connection | None = None
+        self._owner: threading.Thread | None = None  # the thread that uses the broker connection
+        self._inflight: tuple[Future, list[Delivery]] | None = None
 
     # --- what a subclass says ---------------------------------------------------------------
 
@@ -88,6 +96,16 @@ class BatchWorker:
     def run(self) -> None:
         """Consume until stopped, reconnecting to the broker when it goes away."""
         queue = self.topo.queue(self.kind)
+        self._owner = threading.current_thread()
+        committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.kind}-commit")
+        try:
+            self._run(queue, committer)
+        finally:
+            committer.shutdown(wait=True)
+        log.info("worker for %s stopped", queue.name)
+
+    def _run(self, queue, committer: ThreadPoolExecutor) -> None:
+        self._committer = committer
         while not self.stopping.is_set():
             try:
                 with messaging.connection(self.settings) as broker:
@@ -103,34 +121,80 @@ class BatchWorker:
                     channel.close()
             except broker_errors() as exc:
                 self._buffer.clear()  # unacked: the broker delivers them again
+                self._abandon_inflight()  # its commit stands; its redelivery is dropped as a duplicate
                 log.warning("broker connection lost (%s); reconnecting", exc.__class__.__name__)
                 self._sleep(1.0)
-        log.info("worker for %s stopped", queue.name)
 
     def _on_message(self, body, message) -> None:
         self._buffer.append(Delivery(body, message))
 
     def _consume(self, broker: Connection) -> None:
+        overlap = type(self).flush is BatchWorker.flush
         first_at = None
         while not self.stopping.is_set():
+            self._settle(broker, wait=False)
             if self._buffer and first_at is None:
                 first_at = time.monotonic()
             if self._buffer:
                 left = self.batch_wait_s - (time.monotonic() - first_at)
                 if len(self._buffer) >= self.batch_size or left <= 0:
                     self._take_waiting(broker)
-                    self.flush()
+                    if overlap:
+                        self._settle(broker, wait=True)  # one batch in flight: commits stay in order
+                        self._start_commit()
+                    else:
+                        self.flush()
                     first_at = None
                     continue
                 timeout = max(left, 0.0005)
             else:
                 timeout = 1.0
+            if self._inflight is not None:
+                timeout = min(timeout, 0.002)  # ack the batch in flight soon after its commit
             try:
                 broker.drain_events(timeout=timeout)
             except socket.timeout:
                 broker.heartbeat_check()
+        self._settle(broker, wait=True)
         if self._buffer:
             self.flush()
+
+    def _start_commit(self) -> None:
+        """Hand the buffered batch to the committing thread."""
+        batch, self._buffer = self._buffer, []
+        bodies, poison = self._split(batch)
+        self._inflight = (self._committer.submit(self._commit, bodies, poison), batch)
+
+    def _settle(self, broker: Connection, *, wait: bool) -> None:
+        """Ack the batch in flight once it has committed (waiting for it when `wait`)."""
+        if self._inflight is None:
+            return
+        future, batch = self._inflight
+        while wait and not future.done():
+            try:
+                future.result(timeout=1.0)
+            except TimeoutError:
+                broker.heartbeat_check()  # a long retry must not look like a dead consumer
+            except Exception:  # noqa: BLE001 - raised below, from the same future
+                break
+        if not future.done():
+            return
+        self._inflight = None
+        dead = future.result()  # a failure to commit is raised here, in the consuming thread
+        batch[-1].message.ack(multiple=True)  # see flush
+        if dead:
+            log.warning("%d event(s) dead-lettered", dead)
+
+    def _abandon_inflight(self) -> None:
+        """The channel is gone: let the batch in flight finish, but do not ack it."""
+        if self._inflight is None:
+            return
+        future, _batch = self._inflight
+        self._inflight = None
+        try:
+            future.result()
+        except broker_errors():
+            pass
 
     def _take_waiting(self, broker: Connection) -> None:
         """Add what is already waiting on the connection to the batch, up to its size.
@@ -145,15 +209,20 @@ class BatchWorker:
             except socket.timeout:
                 return
 
-    def flush(self) -> None:
-        """Process the buffered batch: commit, then ack."""
-        batch, self._buffer = self._buffer, []
+    @staticmethod
+    def _split(batch: list[Delivery]) -> tuple[list[dict], list[tuple[object, str]]]:
         bodies, poison = [], []
         for d in batch:
             if isinstance(d.body, dict):
                 bodies.append(d.body)
             else:
                 poison.append((d.body, "the message is not a JSON object"))
+        return bodies, poison
+
+    def flush(self) -> None:
+        """Process the buffered batch: commit, then ack."""
+        batch, self._buffer = self._buffer, []
+        bodies, poison = self._split(batch)
         dead = self._commit(bodies, poison)
         if batch:
             # One ack for the whole batch: every earlier delivery on this channel is in it or
@@ -243,7 +312,8 @@ class BatchWorker:
         while not self.stopping.is_set() and time.monotonic() < end:
             time.sleep(min(0.2, max(0.0, end - time.monotonic())))
             broker = self._broker
-            if broker is not None:
+            # Only the consuming thread may use the connection (it heartbeats while it waits).
+            if broker is not None and threading.current_thread() is (self._owner or threading.current_thread()):
                 try:
                     broker.heartbeat_check()
                 except Exception:  # noqa: BLE001 - a dead connection shows on the next drain
