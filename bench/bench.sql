@@ -114,3 +114,12 @@ RETURNING id;
 SELECT backfill_state, backfill_total, backfill_processed, backfill_granted, backfill_unmatched,
        backfill_failed, (SELECT count(*) FROM grants WHERE link_id = %(link_id)s) AS grants
   FROM links WHERE id = %(link_id)s;
+
+-- name: server_counters
+-- WAL written and checkpoints so far (server-wide: other clients' work shows too).
+SELECT pg_current_wal_lsn() AS lsn,
+       (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter) AS checkpoints,
+       (SELECT buffers_backend FROM pg_stat_bgwriter) AS backend_writes;
+
+-- name: wal_bytes
+SELECT pg_wal_lsn_diff(%(after)s::pg_lsn, %(before)s::pg_lsn) AS bytes;

@@ -157,6 +157,15 @@ def _notes(results: dict, cpus: int = 2) -> list[str]:
         notes.append(f"- **Growth.** {g['grants_before']:,} grants generated set-based in {g['generate_s']} s "
                      "(every employee holds each of 100 competences no course grants); the same events "
                      "on an empty grants table and on it.")
+        if "server" in g["full"] and "server" in g["empty"]:
+            e, f = g["empty"]["server"], g["full"]["server"]
+            notes.append(
+                f"- **What grows with the grants:** WAL per event {e['wal_bytes_per_event']:,} B (empty) vs "
+                f"{f['wal_bytes_per_event']:,} B (10 M), checkpoints during the run {e['checkpoints']} vs "
+                f"{f['checkpoints']}, buffers written by backends {e['backend_buffer_writes']:,} vs "
+                f"{f['backend_buffer_writes']:,}: new grants land on pages all over a unique index larger "
+                "than shared_buffers (128 MB here), and the first change of a page after a checkpoint "
+                "writes the whole page to the WAL (server-wide counters).")
     limits = bounds(results, cpus)
     lat = results.get("latency")
     if lat:

@@ -31,6 +31,8 @@ def measure(run: Run, label: str, consumer: str, template: str, events: list[dic
         a.execute("CHECKPOINT")  # no checkpoint from the copy or the set-up writes in the window
     fill_s = rabbit.fill(prefix, events)
     say(f"  {label}: {len(events):,} events queued in {fill_s:.1f}s; starting {consumer}")
+    with admin() as a:
+        counters_before = a.execute(data.q("server_counters")).fetchone()
     proc = run.start(CONSUMERS[consumer](), run.env(url, prefix), label)
     total = len(events)
     done = 0
@@ -51,6 +53,9 @@ def measure(run: Run, label: str, consumer: str, template: str, events: list[dic
                 say(f"  {label}: {done:,}/{total:,}")
                 last_note = time.monotonic()
             time.sleep(0.25)
+    with admin() as a:
+        counters_after = a.execute(data.q("server_counters")).fetchone()
+        wal = a.execute(data.q("wal_bytes"), {"after": counters_after[0], "before": counters_before[0]}).fetchone()[0]
     run.stop(proc)
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(data.q("receipt_window")).fetchone()
@@ -61,7 +66,10 @@ def measure(run: Run, label: str, consumer: str, template: str, events: list[dic
     rate = counted / seconds if seconds else 0.0
     figures = {"consumer": consumer, "events": total, "processed": taken, "capped": capped,
                "window_events": counted, "transactions": transactions, "window_s": round(float(seconds), 3),
-               "events_per_s": round(rate, 1), "outcome": outcome}
+               "events_per_s": round(rate, 1), "outcome": outcome,
+               "server": {"wal_bytes_per_event": round(float(wal) / max(taken, 1)),
+                          "checkpoints": counters_after[1] - counters_before[1],
+                          "backend_buffer_writes": counters_after[2] - counters_before[2]}}
     if not capped:
         expected = data.expected_outcome(total)
         figures["correct"] = all(outcome[k] == v for k, v in expected.items()) and not outcome["dead_letters"]

@@ -19,20 +19,44 @@ ON CONFLICT (id) DO NOTHING;
 -- name: upsert_results
 -- Record results. A result seen before is updated only when its content changed and the
 -- incoming version is not older; returns the ids of new or changed results.
+-- Each row is stored already decided (employee and status as evaluate_results decides them,
+-- from the same values), so that evaluate_results, which the caller runs next and which stays
+-- the one that decides, finds nothing to change: one write per result instead of two.
+WITH incoming AS (
+    SELECT * FROM unnest(%(ids)s::text[], %(course_ids)s::bigint[], %(emails)s::text[],
+                         %(emails_normalized)s::text[], %(first_names)s::text[],
+                         %(last_names)s::text[], %(passed)s::boolean[], %(scores)s::numeric[],
+                         %(completed_at)s::timestamptz[], %(changed_at)s::timestamptz[],
+                         %(webhook_ids)s::text[], %(sources)s::text[])
+           AS u (id, course_id, email, email_normalized, first_name, last_name, passed, score,
+                 completed_at, changed_at, webhook_id, source)
+)
 INSERT INTO results AS r (id, course_id, email, email_normalized, first_name, last_name,
-                          passed, score, completed_at, changed_at, webhook_id, source)
-SELECT * FROM unnest(%(ids)s::text[], %(course_ids)s::bigint[], %(emails)s::text[],
-                     %(emails_normalized)s::text[], %(first_names)s::text[],
-                     %(last_names)s::text[], %(passed)s::boolean[], %(scores)s::numeric[],
-                     %(completed_at)s::timestamptz[], %(changed_at)s::timestamptz[],
-                     %(webhook_ids)s::text[], %(sources)s::text[])
+                          passed, score, completed_at, changed_at, webhook_id, source,
+                          employee_id, status)
+SELECT i.id, i.course_id, i.email, i.email_normalized, i.first_name, i.last_name, i.passed,
+       i.score, i.completed_at, i.changed_at, i.webhook_id, i.source, e.id,
+       CASE WHEN NOT i.passed THEN 'failed'
+            WHEN coalesce((SELECT csc.status
+                             FROM course_status_changes csc
+                            WHERE csc.course_id = i.course_id AND csc.changed_at <= i.completed_at
+                            ORDER BY csc.changed_at DESC, csc.id DESC
+                            LIMIT 1), 'published') <> 'published'
+                 THEN 'course_not_published'
+            WHEN e.id IS NULL THEN 'unmatched'
+            WHEN NOT EXISTS (SELECT 1 FROM links l WHERE l.course_id = i.course_id)
+                 THEN 'no_link'
+            ELSE 'granted' END
+  FROM incoming i
+  LEFT JOIN LATERAL (SELECT emp.id FROM employees emp
+                      WHERE emp.email_normalized = i.email_normalized LIMIT 1) e ON true
 ON CONFLICT (id) DO UPDATE
 SET course_id = excluded.course_id, email = excluded.email,
     email_normalized = excluded.email_normalized, first_name = excluded.first_name,
     last_name = excluded.last_name, passed = excluded.passed, score = excluded.score,
     completed_at = excluded.completed_at, changed_at = excluded.changed_at,
     webhook_id = coalesce(excluded.webhook_id, r.webhook_id), source = excluded.source,
-    status = 'received', updated_at = now()
+    employee_id = excluded.employee_id, status = excluded.status, updated_at = now()
 WHERE (r.course_id, r.email_normalized, r.passed, r.score, r.completed_at)
       IS DISTINCT FROM
       (excluded.course_id, excluded.email_normalized, excluded.passed, excluded.score,
