@@ -101,7 +101,7 @@ def receive():
 
     try:
         parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurd nesting
         return _reject(400, "the body is not JSON", errors={"_body": ["not valid JSON"]},
                        body=body, webhook_id=webhook_id)
     try:

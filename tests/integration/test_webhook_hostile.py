@@ -101,3 +101,13 @@ def test_non_utf8_body_is_refused_never_5xx(client):
     raw = b'{"type": "course.completed", "x": "\xff\xfe"}'
     response = client.post(URL, data=raw, headers=sign(raw.decode("latin-1")))
     assert response.status_code in (400, 401)
+
+
+def test_absurdly_nested_json_is_400_not_500(client, conn):
+    raw = "[" * 100_000 + "]" * 100_000
+    assert len(raw) > 64 * 1024  # over the limit: 413 before parsing
+    assert client.post(URL, data=raw, headers=sign(raw)).status_code == 413
+    raw = "[" * 30_000 + "]" * 30_000  # under the limit, deeper than the parser recurses
+    response = client.post(URL, data=raw, headers=sign(raw))
+    assert response.status_code == 400
+    assert response.json["errors"] == {"_body": ["not valid JSON"]}
