@@ -1,6 +1,7 @@
 """Summarise py-spy's collapsed stacks (`--format raw`): where the samples went.
 
     python -m bench.profiles FILE [--top N] [--idle]
+    python -m bench.profiles FILE --under "Backfill._run_locked" [--depth 2]
 
 Prints, per thread, the share of samples of the functions that were on the CPU (self) and of
 those that were anywhere on the stack (inclusive). Idle frames (waiting in select/poll/recv or
@@ -72,14 +73,34 @@ def _short(frame: str) -> str:
     return f"{m.group(1)} ({m.group(2)})" if m else frame
 
 
+def under(path: Path, frame: str, depth: int = 2, top: int = 25) -> str:
+    """Where the samples below `frame` went: the next `depth` frames, by share (waits included)."""
+    found: Counter = Counter()
+    total = 0
+    for frames, n in load(path):
+        names = [_short(f) for f in frames]
+        hits = [i for i, f in enumerate(names) if f.startswith(frame)]
+        if not hits:
+            continue
+        total += n
+        rest = names[hits[0] + 1:hits[0] + 1 + depth]
+        found[" > ".join(rest) or "(itself)"] += n
+    lines = [f"{path.name}: {total} samples under {frame}"]
+    for key, n in found.most_common(top):
+        lines.append(f"    {100 * n / max(total, 1):5.1f}%  {key}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--idle", action="store_true")
+    parser.add_argument("--under", help="break down the samples below this function")
+    parser.add_argument("--depth", type=int, default=2)
     args = parser.parse_args()
     for f in args.files:
-        print(summarise(f, args.top, args.idle))
+        print(under(f, args.under, args.depth, args.top) if args.under else summarise(f, args.top, args.idle))
 
 
 if __name__ == "__main__":

@@ -201,7 +201,8 @@ def main() -> int:
 
         for raw in sorted(run.profile_dir.glob("*.txt")):
             if not raw.name.endswith(".summary.txt"):
-                raw.with_suffix(".summary.txt").write_text(summarise(raw, top=40) + "\n")
+                wall = raw.stem in ("backfill-run", "backfill-read")  # sampled with waits (--idle)
+                raw.with_suffix(".summary.txt").write_text(summarise(raw, top=40, idle=wall) + "\n")
     from bench.report import write
 
     write(Path(args.output), results, meta, TARGETS)
