@@ -265,13 +265,27 @@ class Run:
         from bench import rabbit
 
         for prefix in self.prefixes:
-            try:
-                rabbit.delete_prefix(prefix)
-            except Exception as exc:  # noqa: BLE001 - report and go on cleaning
-                print(f"could not delete the queues of {prefix}: {exc}", flush=True)
+            for attempt in range(30):
+                try:
+                    rabbit.delete_prefix(prefix)
+                    break
+                except OSError as exc:  # the broker may be restarting
+                    if attempt == 29:
+                        print(f"could not delete the queues of {prefix}: {exc}", flush=True)
+                    time.sleep(2)
+                except Exception as exc:  # noqa: BLE001 - report and go on cleaning
+                    print(f"could not delete the queues of {prefix}: {exc}", flush=True)
+                    break
         for name in reversed(self.databases):
-            try:
-                drop_database(name)
-            except Exception as exc:  # noqa: BLE001
-                print(f"could not drop database {name}: {exc}", flush=True)
+            for attempt in range(30):  # the shared server may be restarting (other people's fault tests)
+                try:
+                    drop_database(name)
+                    break
+                except psycopg.OperationalError as exc:
+                    if attempt == 29:
+                        print(f"could not drop database {name}: {exc}", flush=True)
+                    time.sleep(2)
+                except Exception as exc:  # noqa: BLE001
+                    print(f"could not drop database {name}: {exc}", flush=True)
+                    break
         shutil.rmtree(self.scratch, ignore_errors=True)
