@@ -1,12 +1,15 @@
 """The model check at full size: 100,000 random events through the service and the reference."""
 from __future__ import annotations
 
+import pytest
+
 from service import db
 from tests.chaos.conftest import record
 from tests.chaos.test_faults import reset
 from tests.integration.test_model_check import run_model_check
 
 
+@pytest.mark.timeout(1200)
 def test_model_check_with_100000_events(database_url):
     reset(database_url)
     with db.connect(database_url) as conn:
