@@ -123,14 +123,18 @@ def _timed(run: Run, args: list[str], env: dict, label: str, timeout: float,
     proc = run.start(args, env, label)
     started = time.monotonic()
     last = before
+    seen: dict = {}
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     with run.profiled(proc, label, timeout, wall=True):
-        # Snapshots while it runs: its database backend exits with it, taking its CPU count.
+        # Snapshots while it runs: its database backends exit with it (or when it closes its
+        # pool, a moment before), taking their CPU counts along.
         while proc.poll() is None:
             if time.monotonic() - started > timeout:
                 run.stop(proc)
                 raise RuntimeError(f"{label} did not finish in {timeout:.0f}s")
-            last = cpu_snapshot()
+            snap = cpu_snapshot()
+            seen.update(snap["procs"])  # a process that exits keeps the last count it showed
+            last = dict(snap, procs=seen)
             time.sleep(0.2)
         elapsed = time.monotonic() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)  # before py-spy (a child too) ends

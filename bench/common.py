@@ -88,7 +88,8 @@ def cpu_snapshot() -> dict:
         pid = int(entry.name)
         if pid in databases:
             name = f"postgres: {databases[pid] or '-'}"
-        procs[pid] = (name, int(fields[3]), (int(fields[11]) + int(fields[12])) / _TICK)
+        # keyed by pid and start time (field 22): a pid reused between two snapshots is another process
+        procs[(pid, int(fields[19]))] = (name, int(fields[3]), (int(fields[11]) + int(fields[12])) / _TICK)
     with open("/proc/stat") as f:
         cpu = [int(x) for x in f.readline().split()[1:]]
     idle = cpu[3] + cpu[4]
