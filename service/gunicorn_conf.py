@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -47,6 +48,9 @@ def on_exit(server):
         shutil.rmtree(created, ignore_errors=True)
 
 
+# No access line for each accepted webhook (see AccessLogger).
+logger_class = "service.observability.AccessLogger"
+
 # gunicorn's own lines (start, stop, access log) in the same JSON shape as the service's.
 logconfig_dict = {
     "version": 1,
@@ -62,3 +66,8 @@ logconfig_dict = {
         "gunicorn.access": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
     },
 }
+
+
+def post_fork(server, worker):
+    """Hand the GIL over sooner in each worker (see SWITCH_INTERVAL_S)."""
+    sys.setswitchinterval(float(os.environ.get("CB_SWITCH_INTERVAL_S", "0.005")))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue as queue_mod
 import socket
 import threading
 import time
@@ -27,6 +26,14 @@ EVENTS = "events"
 BACKFILL = "backfill"
 DEAD = "dead"
 DELIVERY_LIMIT = 20
+
+
+PACKED_HEADER = "x-cb-packed"  # a message whose body is a JSON array of this many events
+
+
+def unpack(body) -> list:
+    """The events one message carries: a packed message's array, or the message itself."""
+    return body if isinstance(body, list) else [body]
 
 
 class PublishError(RuntimeError):
@@ -123,16 +130,20 @@ def declare(conn: Connection, topo: Topology) -> None:
 class Publisher:
     """Publish events durably; return only once the broker holds them.
 
-    RabbitMQ: a background thread of this process publishes what request threads hand it in
-    confirm mode with mandatory routing, and waits for the broker's confirms of a whole group
-    at once (a group commit: many requests share one round of quorum-queue writes). Each
-    caller is woken with its own message's outcome. Other transports: a plain publish under a
+    RabbitMQ: a group commit without a thread of its own. A caller puts its event in the
+    waiting list; if nobody is publishing, it becomes the leader: it takes everything waiting,
+    publishes it on the process's one confirm-mode channel with mandatory routing (packable
+    events share messages, see `publish`), waits for the broker's confirms and wakes the
+    others with their outcome. Whoever arrives while a leader waits is in the next group, led
+    by one of them. So under load many requests share one round of quorum-queue writes, and
+    no request pays a hand-over to another thread. Other transports: a plain publish under a
     lock (the filesystem transport has written the file when `publish` returns).
 
     One per process, made after fork; safe to share between threads.
     """
 
-    GROUP_MAX = 256
+    GROUP_MAX = 512  # events one leader publishes at once
+    PACK_MAX = 64  # packable events per message
     CONFIRM_TIMEOUT_S = 10.0
 
     def __init__(self, settings: Settings):
@@ -141,41 +152,67 @@ class Publisher:
         self._lock = threading.Lock()
         self._conn: Connection | None = None
         self._producer: Producer | None = None
-        self._inbox: queue_mod.Queue[_Pending] = queue_mod.Queue()
-        self._thread: threading.Thread | None = None
+        self._turn = threading.Condition()  # guards everything below
+        self._waiting: list[_Pending] = []
+        self._leading = False
+        self._link: _ConfirmLink | None = None
         self._closed = False
 
     # --- the caller's side ---------------------------------------------------------------
 
-    def publish(self, body: dict, kind: str = EVENTS, headers: dict | None = None) -> None:
-        """Publish one message; raise PublishError unless the broker holds it durably."""
+    def publish(self, body: dict, kind: str = EVENTS, headers: dict | None = None,
+                *, pack: bool = False) -> None:
+        """Publish one event; raise PublishError unless the broker holds it durably.
+
+        `pack`: on RabbitMQ the event may travel in one message with other events published
+        at the same moment (the body is then a JSON array of events, see `unpack`); the
+        broker's cost of a durable quorum-queue message is shared by all of them. `headers`
+        are not sent with a packed event.
+        """
         if not self.topo.amqp:
             self._publish_plain(body, kind, headers)
             return
-        pending = _Pending(body, kind, headers or {})
-        with self._lock:
+        pending = _Pending(body, kind, headers or {}, pack)
+        deadline = time.monotonic() + self.CONFIRM_TIMEOUT_S + 5
+        with self._turn:
             if self._closed:
                 raise PublishError("publisher closed")
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
-                self._thread.start()
-        self._inbox.put(pending)
-        if not pending.done.wait(self.CONFIRM_TIMEOUT_S + 5):
-            raise PublishError("no confirm from the broker in time")
+            self._waiting.append(pending)
+            while not pending.settled and self._leading:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._waiting = [p for p in self._waiting if p is not pending]
+                    raise PublishError("no confirm from the broker in time")
+                self._turn.wait(left)
+            if not pending.settled:  # nobody is publishing: lead the next group
+                self._leading = True
+                group, self._waiting = self._waiting[:self.GROUP_MAX], self._waiting[self.GROUP_MAX:]
+        if not pending.settled:
+            try:
+                self._lead(group)
+            finally:
+                with self._turn:
+                    self._leading = False
+                    self._turn.notify_all()
         if pending.error is not None:
             raise PublishError(pending.error)
 
     def close(self) -> None:
-        with self._lock:
+        with self._turn:
             self._closed = True
-            thread = self._thread
-        if thread is not None and thread.is_alive():
-            self._inbox.put(_STOP)
-            thread.join(timeout=15)
+            while self._leading:
+                self._turn.wait(1.0)
+            link, self._link = self._link, None
+            for pending in self._waiting:
+                pending.fail("publisher closed")
+            self._waiting = []
+            self._turn.notify_all()
+        if link is not None:
+            link.close()
         with self._lock:
             self._reset()
+        with self._turn:
             self._closed = False
-            self._thread = None
 
     # --- plain publishing (filesystem transport) -----------------------------------------
 
@@ -207,78 +244,46 @@ class Publisher:
             except Exception:  # noqa: BLE001 - the connection is already broken
                 log.debug("closing a broken broker connection failed", exc_info=True)
 
-    # --- the confirming thread (RabbitMQ) ------------------------------------------------
+    # --- the leader's side (RabbitMQ) -----------------------------------------------------
 
-    def _run(self) -> None:
-        link: _ConfirmLink | None = None
-        while True:
+    def _lead(self, group: list[_Pending]) -> None:
+        """Publish a group and settle every event in it (only the leader runs this)."""
+        for attempt in (1, 2):
             try:
-                first = self._inbox.get(timeout=5)
-            except queue_mod.Empty:
-                if link is not None:
-                    try:
-                        link.conn.heartbeat_check()
-                    except Exception:  # noqa: BLE001 - reconnect on next use
-                        link.close()
-                        link = None
-                continue
-            if first is _STOP:
-                break
-            group = [first]
-            while len(group) < self.GROUP_MAX:
-                try:
-                    item = self._inbox.get_nowait()
-                except queue_mod.Empty:
-                    break
-                if item is _STOP:
-                    self._inbox.put(_STOP)
-                    break
-                group.append(item)
-            for attempt in (1, 2):
-                try:
-                    if link is None:
-                        link = _ConfirmLink(self.settings, self.topo)
-                    link.send(group, self.CONFIRM_TIMEOUT_S)
-                    break
-                except Exception as exc:  # noqa: BLE001 - every failure means "not durable"
-                    if link is not None:
-                        link.close()
-                        link = None
-                    unresolved = [p for p in group if not p.done.is_set()]
-                    if attempt == 2 or not unresolved:
-                        for p in unresolved:
-                            p.fail(f"broker unavailable: {exc.__class__.__name__}: {exc}")
-                        break
-                    group = unresolved  # the broker never confirmed these: try once more
-        if link is not None:
-            link.close()
-        while True:  # anyone still waiting learns that nothing was published
-            try:
-                item = self._inbox.get_nowait()
-            except queue_mod.Empty:
-                break
-            if item is not _STOP:
-                item.fail("publisher closed")
+                if self._link is None:
+                    self._link = _ConfirmLink(self.settings, self.topo)
+                self._link.send(group, self.CONFIRM_TIMEOUT_S, self.PACK_MAX)
+                return
+            except Exception as exc:  # noqa: BLE001 - every failure means "not durable"
+                if self._link is not None:
+                    self._link.close()
+                    self._link = None
+                unresolved = [p for p in group if not p.settled]
+                if attempt == 2 or not unresolved:
+                    for p in unresolved:
+                        p.fail(f"broker unavailable: {exc.__class__.__name__}: {exc}")
+                    return
+                group = unresolved  # the broker never confirmed these: try once more
 
 
 class _Pending:
-    __slots__ = ("body", "kind", "headers", "done", "error", "message_id")
+    """One event waiting for the broker; settled (ok or failed) by the leader that sent it."""
 
-    def __init__(self, body: dict, kind: str, headers: dict):
-        self.body, self.kind, self.headers = body, kind, headers
-        self.done = threading.Event()
+    __slots__ = ("body", "kind", "headers", "pack", "settled", "error")
+
+    def __init__(self, body: dict, kind: str, headers: dict, pack: bool = False):
+        self.body, self.kind, self.headers, self.pack = body, kind, headers, pack
+        self.settled = False
         self.error: str | None = None
-        self.message_id = uuid.uuid4().hex
 
     def ok(self) -> None:
-        self.done.set()
+        self.settled = True
 
     def fail(self, error: str) -> None:
         self.error = error
-        self.done.set()
+        self.settled = True
 
 
-_STOP = object()
 # json.dumps(body, separators=(",", ":")) without building an encoder for every message.
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -290,14 +295,16 @@ class _ConfirmLink:
         self.topo = topo
         # No confirm_publish here: this channel is put in confirm mode by hand, so that many
         # messages can be outstanding and confirmed together.
-        self.conn = Connection(settings.broker_url, heartbeat=30, connect_timeout=5)
+        # No heartbeats: no thread serves this connection between publishes. A connection
+        # that broke while idle fails the next publish, which reconnects and sends again.
+        self.conn = Connection(settings.broker_url, heartbeat=0, connect_timeout=5)
         self.conn.ensure_connection(max_retries=1, timeout=5)
         declare(self.conn, topo)
         self.channel = self.conn.channel()
         self.channel.confirm_select()
         self.seq = 0
         self.routes: dict[str, tuple[str, str, str]] = {}  # kind -> exchange, routing key, queue
-        self.outstanding: dict[int, _Pending] = {}
+        self.outstanding: dict[int, tuple[str, list[_Pending]]] = {}  # tag -> message id, events
         self.returned: set[str] = set()
         self.channel.events["basic_ack"].add(self._on_ack)
         self.channel.events["basic_nack"].add(self._on_nack)
@@ -323,16 +330,22 @@ class _ConfirmLink:
         else:
             tags = [tag]
         for t in tags:
-            pending = self.outstanding.pop(t, None)
-            if pending is None:
+            sent = self.outstanding.pop(t, None)
+            if sent is None:
                 continue
+            message_id, pendings = sent
             if not ok:
-                pending.fail("the broker refused the message (nack)")
-            elif pending.message_id in self.returned:
-                self.returned.discard(pending.message_id)
-                pending.fail(f"message to {self.route(pending.kind)[2]} was not routable")
+                error = "the broker refused the message (nack)"
+            elif message_id in self.returned:
+                self.returned.discard(message_id)
+                error = f"message to {self.route(pendings[0].kind)[2]} was not routable"
             else:
-                pending.ok()
+                error = None
+            for pending in pendings:
+                if error is None:
+                    pending.ok()
+                else:
+                    pending.fail(error)
 
     def _on_ack(self, tag, multiple):
         self._settle(tag, multiple, True)
@@ -343,23 +356,38 @@ class _ConfirmLink:
     def _on_return(self, exc, exchange, routing_key, message):
         self.returned.add(message.properties.get("message_id"))
 
-    def send(self, group: list[_Pending], timeout: float) -> None:
+    def _publish(self, kind: str, payload: bytes, headers: dict, pendings: list[_Pending]) -> None:
+        exchange, routing_key, _name = self.route(kind)
+        message_id = uuid.uuid4().hex
+        message = amqp.Message(
+            payload,
+            content_type="application/json",
+            content_encoding="utf-8",
+            delivery_mode=2,
+            message_id=message_id,
+            application_headers=headers,
+        )
+        self.seq += 1
+        self.outstanding[self.seq] = (message_id, pendings)
+        self.channel.basic_publish(message, exchange=exchange, routing_key=routing_key,
+                                   mandatory=True)
+
+    def send(self, group: list[_Pending], timeout: float, pack_max: int = 1) -> None:
+        """Publish a group (packable events of one kind share messages of up to `pack_max`)
+        and wait until the broker has confirmed or refused every message of it."""
+        packs: dict[str, list[_Pending]] = {}
         for pending in group:
-            exchange, routing_key, _name = self.route(pending.kind)
-            message = amqp.Message(
-                _encode_json(pending.body),
-                content_type="application/json",
-                content_encoding="utf-8",
-                delivery_mode=2,
-                message_id=pending.message_id,
-                application_headers=pending.headers,
-            )
-            self.seq += 1
-            self.outstanding[self.seq] = pending
-            self.channel.basic_publish(message, exchange=exchange, routing_key=routing_key,
-                                       mandatory=True)
+            if pending.pack and pack_max > 1:
+                pack = packs.setdefault(pending.kind, [])
+                pack.append(pending)
+                if len(pack) >= pack_max:
+                    self._send_pack(packs.pop(pending.kind))
+            else:
+                self._publish(pending.kind, _encode_json(pending.body), pending.headers, [pending])
+        for pack in packs.values():
+            self._send_pack(pack)
         deadline = time.monotonic() + timeout
-        while any(not p.done.is_set() for p in group):
+        while any(not p.settled for p in group):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("no publisher confirm in time")
@@ -368,9 +396,17 @@ class _ConfirmLink:
             except socket.timeout:
                 continue
 
+    def _send_pack(self, pack: list[_Pending]) -> None:
+        if len(pack) == 1:
+            self._publish(pack[0].kind, _encode_json(pack[0].body), {}, pack)
+        else:
+            self._publish(pack[0].kind, _encode_json([p.body for p in pack]),
+                          {PACKED_HEADER: len(pack)}, pack)
+
     def close(self) -> None:
-        for pending in self.outstanding.values():
-            pending.fail("the broker connection was lost before a confirm")
+        for _message_id, pendings in self.outstanding.values():
+            for pending in pendings:
+                pending.fail("the broker connection was lost before a confirm")
         self.outstanding.clear()
         try:
             self.conn.release()

@@ -1,8 +1,9 @@
 """One base class for every queue consumer: batches, ack after commit, retry, dead letters.
 
 A subclass only says what a batch means (`handle`). The base class:
-- collects up to `batch_size` messages, or what arrived within `batch_wait_ms` of the first
-  (plus what is already waiting on the connection, up to `batch_size`);
+- collects up to `batch_size` events (a packed message counts its events), or what arrived
+  within `batch_wait_ms` of the first (plus what is already waiting on the connection, up to
+  `batch_size`), and unpacks packed messages (`messaging.unpack`);
 - runs `handle` for the batch in one transaction and acks only after the commit (one
   multiple-ack for the whole batch);
 - retries transient database errors (connection lost, serialization failure, deadlock) with
@@ -71,6 +72,7 @@ class BatchWorker:
         self.topo = messaging.topology(settings)
         self.stopping = threading.Event()
         self._buffer: list[Delivery] = []
+        self._buffered_events = 0  # events in _buffer: a packed message carries several
         self._broker: Connection | None = None
         self._owner: threading.Thread | None = None  # the thread that uses the broker connection
         self._inflight: tuple[Future, list[Delivery]] | None = None
@@ -126,7 +128,10 @@ class BatchWorker:
                 self._sleep(1.0)
 
     def _on_message(self, body, message) -> None:
+        if not self._buffer:
+            self._buffered_events = 0  # the buffer was taken since the last message
         self._buffer.append(Delivery(body, message))
+        self._buffered_events += len(body) if isinstance(body, list) else 1
 
     def _consume(self, broker: Connection) -> None:
         overlap = type(self).flush is BatchWorker.flush
@@ -137,7 +142,7 @@ class BatchWorker:
                 first_at = time.monotonic()
             if self._buffer:
                 left = self.batch_wait_s - (time.monotonic() - first_at)
-                if len(self._buffer) >= self.batch_size or left <= 0:
+                if self._buffered_events >= self.batch_size or left <= 0:
                     self._take_waiting(broker)
                     if overlap:
                         self._settle(broker, wait=True)  # one batch in flight: commits stay in order
@@ -203,7 +208,7 @@ class BatchWorker:
         tens of microseconds), so batches would stay small and each pay a commit; messages that
         have already arrived cost no extra latency to include.
         """
-        while len(self._buffer) < self.batch_size:
+        while self._buffered_events < self.batch_size:
             try:
                 broker.drain_events(timeout=0)
             except socket.timeout:
@@ -211,12 +216,15 @@ class BatchWorker:
 
     @staticmethod
     def _split(batch: list[Delivery]) -> tuple[list[dict], list[tuple[object, str]]]:
+        """The events of a batch's messages (packed ones unpacked), and those that are not
+        JSON objects (dead-lettered with that reason)."""
         bodies, poison = [], []
         for d in batch:
-            if isinstance(d.body, dict):
-                bodies.append(d.body)
-            else:
-                poison.append((d.body, "the message is not a JSON object"))
+            for body in messaging.unpack(d.body):
+                if isinstance(body, dict):
+                    bodies.append(body)
+                else:
+                    poison.append((body, "the message is not a JSON object"))
         return bodies, poison
 
     def flush(self) -> None:

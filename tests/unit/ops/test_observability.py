@@ -90,3 +90,27 @@ def test_metrics_port_per_role():
 def test_scrub_keeps_what_is_not_personal():
     value = {"webhook_id": "msg-1", "count": 3, "course": {"id": 4711, "name": "HLR vuxen"}}
     assert scrub(value) == value
+
+
+def test_gunicorn_logs_every_request_but_accepted_webhooks(monkeypatch):
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger
+
+    from service.observability import AccessLogger
+
+    logged = []
+    monkeypatch.setattr(Logger, "access", lambda self, resp, req, environ, t: logged.append(
+        (req.method, req.path, resp.status_code)))
+    cfg = Config()
+    cfg.set("accesslog", "-")
+    logger = AccessLogger(cfg)
+    for method, path, status in [("POST", "/webhooks/infocaption", 202),
+                                 ("POST", "/webhooks/infocaption", 401),
+                                 ("POST", "/webhooks/infocaption", 503),
+                                 ("GET", "/healthz", 200),
+                                 ("POST", "/api/v1/links", 202)]:
+        logger.access(SimpleNamespace(status_code=status), SimpleNamespace(method=method, path=path), {}, None)
+    assert logged == [("POST", "/webhooks/infocaption", 401), ("POST", "/webhooks/infocaption", 503),
+                      ("GET", "/healthz", 200), ("POST", "/api/v1/links", 202)]
