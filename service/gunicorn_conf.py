@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -67,7 +66,3 @@ logconfig_dict = {
     },
 }
 
-
-def post_fork(server, worker):
-    """Hand the GIL over sooner in each worker (see SWITCH_INTERVAL_S)."""
-    sys.setswitchinterval(float(os.environ.get("CB_SWITCH_INTERVAL_S", "0.005")))
