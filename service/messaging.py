@@ -152,7 +152,7 @@ class Publisher:
         self._lock = threading.Lock()
         self._conn: Connection | None = None
         self._producer: Producer | None = None
-        self._turn = threading.Condition()  # guards everything below
+        self._mutex = threading.Lock()  # guards everything below
         self._waiting: list[_Pending] = []
         self._leading = False
         self._link: _ConfirmLink | None = None
@@ -173,46 +173,64 @@ class Publisher:
             self._publish_plain(body, kind, headers)
             return
         pending = _Pending(body, kind, headers or {}, pack)
-        deadline = time.monotonic() + self.CONFIRM_TIMEOUT_S + 5
-        with self._turn:
+        with self._mutex:
             if self._closed:
                 raise PublishError("publisher closed")
             self._waiting.append(pending)
-            while not pending.settled and self._leading:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    self._waiting = [p for p in self._waiting if p is not pending]
-                    raise PublishError("no confirm from the broker in time")
-                self._turn.wait(left)
-            if not pending.settled:  # nobody is publishing: lead the next group
-                self._leading = True
-                group, self._waiting = self._waiting[:self.GROUP_MAX], self._waiting[self.GROUP_MAX:]
-        if not pending.settled:
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            # Woken once: settled by a leader, or handed the lead of the next group.
+            if not pending.wake.acquire(timeout=self.CONFIRM_TIMEOUT_S + 5):
+                with self._mutex:
+                    if pending in self._waiting and not pending.lead:  # in no group yet: give up
+                        self._waiting.remove(pending)
+                        raise PublishError("no confirm from the broker in time")
+                # A leader holds it (its send is bounded by the confirm timeout) or has just
+                # settled it or handed it the lead: the release follows.
+                pending.wake.acquire()
+            lead = pending.lead
+        while lead:
+            with self._mutex:
+                group = self._waiting[:self.GROUP_MAX]
+                del self._waiting[:self.GROUP_MAX]
             try:
                 self._lead(group)
             finally:
-                with self._turn:
-                    self._leading = False
-                    self._turn.notify_all()
+                for other in group:
+                    if other is not pending:
+                        other.wake.release()
+                with self._mutex:
+                    lead = False
+                    if pending.settled:
+                        # Hand the lead to the first one waiting, or let the next caller take it.
+                        if self._waiting:
+                            nxt = self._waiting[0]
+                            nxt.lead = True
+                            nxt.wake.release()
+                        else:
+                            self._leading = False
+                    else:
+                        lead = True  # more than GROUP_MAX were waiting before us: lead again
+        if not pending.settled:
+            raise PublishError("the publishing leader stopped before this event was sent")
         if pending.error is not None:
             raise PublishError(pending.error)
 
     def close(self) -> None:
-        with self._turn:
+        with self._mutex:
             self._closed = True
-            while self._leading:
-                self._turn.wait(1.0)
-            link, self._link = self._link, None
-            for pending in self._waiting:
-                pending.fail("publisher closed")
-            self._waiting = []
-            self._turn.notify_all()
+        while True:
+            with self._mutex:
+                if not self._leading:
+                    link, self._link = self._link, None
+                    self._closed = False
+                    break
+            time.sleep(0.01)
         if link is not None:
             link.close()
         with self._lock:
             self._reset()
-        with self._turn:
-            self._closed = False
 
     # --- plain publishing (filesystem transport) -----------------------------------------
 
@@ -269,12 +287,17 @@ class Publisher:
 class _Pending:
     """One event waiting for the broker; settled (ok or failed) by the leader that sent it."""
 
-    __slots__ = ("body", "kind", "headers", "pack", "settled", "error")
+    __slots__ = ("body", "kind", "headers", "pack", "settled", "error", "lead", "wake")
 
     def __init__(self, body: dict, kind: str, headers: dict, pack: bool = False):
         self.body, self.kind, self.headers, self.pack = body, kind, headers, pack
         self.settled = False
         self.error: str | None = None
+        self.lead = False  # handed the lead of the next group
+        # Held from the start; released once, by the leader that settles this event or hands
+        # it the lead (a plain lock is the cheapest way to wake one thread).
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
     def ok(self) -> None:
         self.settled = True
