@@ -5,7 +5,9 @@ one transaction of its own: the results go through the same pipeline as webhooks
 (`apply_results`), the page's results already stored are decided again for the new link, the
 link's counters grow and its checkpoint moves to the next page. A killed backfill therefore
 resumes at the first page it had not committed; a page read twice changes nothing (results
-are upserted, grants never duplicated), so a second run changes nothing either.
+are upserted, grants never duplicated), so a second run changes nothing either. While a page
+commits, the next one is read from the API (PageReader); a page read ahead is only ever kept in
+memory, so the checkpoint alone says where a run resumes.
 
 Phases (`backfill_checkpoint.phase`):
   api     pages 1..N of `GET /API/courses/{id}/results` (the page size is fixed in the
@@ -36,7 +38,9 @@ already read; when the reported total shrinks during a pass, the backfill makes 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from concurrent.futures import Future
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -58,6 +62,66 @@ MAX_PASSES = 3
 LOCK_NAMESPACE = 7_413_005  # advisory lock (namespace, link id): one runner per link
 
 
+class PageReader:
+    """Read API pages one ahead: the next page is fetched while the current one commits.
+
+    `fetch(n)` runs in a thread of its own; `get(n)` returns page n, fetched ahead or now, or
+    raises what fetching it raised (CourseGone, InfoCaptionError, Stopping from the pause
+    callback, ...), in the caller's thread, at the point where the caller asks for that page:
+    after the previous page committed, exactly where a fetch in line would have raised it. At
+    most one request is in flight, as before. A page read ahead but not committed is not kept
+    anywhere: a run that stops reads it again from the checkpoint.
+    """
+
+    WAIT_SLICE_S = 0.5  # a slow page: the caller's pause runs between slices (heartbeat, stop)
+
+    def __init__(self, fetch: Callable[[int], Page], pause: Callable[[float], None]):
+        self._fetch = fetch
+        self._pause = pause
+        self._ahead: tuple[int, Future] | None = None
+
+    def read_ahead(self, number: int) -> None:
+        """Start fetching page `number` unless a page is already being read ahead."""
+        if self._ahead is None:
+            self._ahead = (number, self._start(number))
+
+    def get(self, number: int) -> Page:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == number:
+            return self._wait(ahead[1])
+        if ahead is not None:  # another page was read ahead (cannot happen in order): drop it
+            try:
+                self._wait(ahead[1])
+            except Exception:  # noqa: BLE001 - that page is not needed; its error is not ours
+                pass
+        return self._wait(self._start(number))
+
+    def close(self) -> None:
+        """Forget a page read ahead; a fetch still in flight ends on its own (a daemon thread)."""
+        self._ahead = None
+
+    def _start(self, number: int) -> Future:
+        future: Future = Future()
+
+        def work() -> None:
+            future.set_running_or_notify_cancel()
+            try:
+                future.set_result(self._fetch(number))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                future.set_exception(exc)
+
+        threading.Thread(target=work, name=f"backfill-page-{number}", daemon=True).start()
+        return future
+
+    def _wait(self, future: Future) -> Page:
+        while True:
+            try:
+                return future.result(timeout=self.WAIT_SLICE_S)
+            except TimeoutError:
+                # Retries of a slow page: keep the worker's heartbeat and stop request served.
+                self._pause(0.01)
+
+
 class Stopping(Exception):
     """The process is stopping; the backfill stays resumable from its checkpoint."""
 
@@ -73,6 +137,17 @@ class CheckpointMoved(Exception):
 def fresh_checkpoint(page_size: int) -> dict:
     return {"phase": "api", "pass": 1, "page": 1, "page_size": page_size, "last_total": None,
             "shrank": False, "after_id": "", "skipped": 0, "grants_created": 0}
+
+
+def _reset_planner_costs(conn: psycopg.Connection) -> None:
+    """Hand the connection back as the pool gave it (a broken one is the pool's to drop)."""
+    if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        return
+    try:
+        with conn.transaction():
+            conn.execute(db.q("backfill_planner_costs_reset"))
+    except psycopg.Error as exc:  # the error that ended the run matters more than this one
+        log.debug("could not reset the planner costs: %s", exc)
 
 
 class Backfill:
@@ -124,10 +199,23 @@ class Backfill:
         log.info("backfill of link %s (course %s) from %s page %s", link_id, course["id"],
                  cp["phase"], cp.get("page"))
         state, error = "done", None
+        size = cp["page_size"]
+        reader = PageReader(lambda n: self.client.results_page(course, n, size), self.pause)
         try:
-            while cp["phase"] == "api":
-                page = self.client.results_page(course, cp["page"], cp["page_size"])
-                cp = self._commit_page(link_id, cp, page)
+            # One connection for every page (a transaction each): no pool check per page.
+            with self.pool.connection() as conn:
+                with conn.transaction():
+                    conn.execute(db.q("backfill_planner_costs"))
+                try:
+                    while cp["phase"] == "api":
+                        page = reader.get(cp["page"])
+                        if not page.last:
+                            # The checkpoint will point to the next page: read it while this
+                            # one commits.
+                            reader.read_ahead(cp["page"] + 1)
+                        cp = self._commit_page(conn, link_id, cp, page)
+                finally:
+                    _reset_planner_costs(conn)
         except CourseGone as gone:
             # The course was deleted: note it (as the catalog refresh would) and decide what is
             # stored; the history InfoCaption no longer serves cannot be read.
@@ -137,6 +225,8 @@ class Backfill:
             self._fail(link_id, f"InfoCaption: {exc}")
             log.warning("backfill of link %s stopped: %s (resumable)", link_id, exc)
             return self._load(link_id)
+        finally:
+            reader.close()
         while cp["phase"] == "stored":
             cp = self._commit_stored_chunk(link_id, cp, dict(course, competence_id=link["competence_id"]))
         return self._finish(link_id, course["id"], cp, state, error)
@@ -171,7 +261,7 @@ class Backfill:
             raise CheckpointMoved(f"link {link_id}: the checkpoint moved under this runner")
         return link
 
-    def _commit_page(self, link_id: int, cp: dict, page: Page) -> dict:
+    def _commit_page(self, conn: psycopg.Connection, link_id: int, cp: dict, page: Page) -> dict:
         nxt = dict(cp, skipped=cp["skipped"] + page.skipped, last_total=page.total_hits)
         if cp["last_total"] is not None and page.total_hits < cp["last_total"]:
             nxt["shrank"] = True
@@ -185,16 +275,24 @@ class Backfill:
             nxt.update({"phase": "stored", "after_id": ""})
         ids = list(dict.fromkeys(r.id for r in page.items))
         tz = self.settings.time_zone
-        with self.pool.connection() as conn, conn.transaction():
+        with conn.transaction():
             self._locked_link(conn, link_id, cp)
             out = apply_results(conn, page.items, source="backfill", tz=tz)
+            statuses = out.statuses
             # Results stored before (by webhook, before the link existed) come back unchanged
             # and were not decided above; decide them for the new link too.
-            unchanged = [i for i in ids if i not in out.statuses]
-            created = out.grants_created + evaluate_results(conn, unchanged, source="backfill", tz=tz).grants_created
+            unchanged = [i for i in ids if i not in statuses]
+            created = out.grants_created
+            if unchanged:
+                created += evaluate_results(conn, unchanged, source="backfill", tz=tz).grants_created
+                statuses = dict(statuses, **{r["id"]: r["status"] for r in conn.execute(
+                    db.q("result_statuses"), {"ids": unchanged}).fetchall()})
             nxt["grants_created"] = cp["grants_created"] + created
+            # Every result of the page as it stands now, counted once (as stored rows would be).
+            decided = [statuses[i] for i in ids if i in statuses]
             row = conn.execute(db.q("backfill_page_progress"), {
-                "link_id": link_id, "ids": ids, "skipped": page.skipped,
+                "link_id": link_id, "decided": len(decided), "skipped": page.skipped,
+                "granted": decided.count("granted"), "unmatched": decided.count("unmatched"),
                 "total": page.total_hits, "checkpoint": Jsonb(nxt),
             }).fetchone()
         GRANTS.labels(source="backfill").inc(created)

@@ -18,16 +18,19 @@ ON CONFLICT (id) DO NOTHING;
 
 -- name: upsert_results
 -- Record results. A result seen before is updated only when its content changed and the
--- incoming version is not older; returns the ids of new or changed results.
+-- incoming version is not older; returns the id and status of new or changed results.
 -- Each row is stored already decided (employee and status as evaluate_results decides them,
 -- from the same values), so that evaluate_results, which the caller runs next and which stays
--- the one that decides, finds nothing to change: one write per result instead of two.
+-- the one that decides, finds nothing to change: one write per result instead of two; and
+-- only the results stored as 'granted' can earn something there.
+-- The arrays travel in binary format (the "b" placeholders: nothing to format and escape per
+-- element), except the scores: numbers of either kind, and text keeps their digits as given.
 WITH incoming AS (
-    SELECT * FROM unnest(%(ids)s::text[], %(course_ids)s::bigint[], %(emails)s::text[],
-                         %(emails_normalized)s::text[], %(first_names)s::text[],
-                         %(last_names)s::text[], %(passed)s::boolean[], %(scores)s::numeric[],
-                         %(completed_at)s::timestamptz[], %(changed_at)s::timestamptz[],
-                         %(webhook_ids)s::text[], %(sources)s::text[])
+    SELECT * FROM unnest(%(ids)b::text[], %(course_ids)b::bigint[], %(emails)b::text[],
+                         %(emails_normalized)b::text[], %(first_names)b::text[],
+                         %(last_names)b::text[], %(passed)b::boolean[], %(scores)s::numeric[],
+                         %(completed_at)b::timestamptz[], %(changed_at)b::timestamptz[],
+                         %(webhook_ids)b::text[], %(sources)b::text[])
            AS u (id, course_id, email, email_normalized, first_name, last_name, passed, score,
                  completed_at, changed_at, webhook_id, source)
 )
@@ -62,7 +65,7 @@ WHERE (r.course_id, r.email_normalized, r.passed, r.score, r.completed_at)
       (excluded.course_id, excluded.email_normalized, excluded.passed, excluded.score,
        excluded.completed_at)
   AND (r.changed_at IS NULL OR excluded.changed_at IS NULL OR excluded.changed_at >= r.changed_at)
-RETURNING r.id;
+RETURNING r.id, r.status;
 
 -- name: evaluate_results
 -- Apply CONTRACT rules 1, 2, 3, 5 and 6 to the given results in one statement:
@@ -108,7 +111,7 @@ candidates AS (
            c.employee_id, l.competence_id, l.id AS link_id, c.id AS result_id, c.course_id,
            c.webhook_id,
            (c.completed_at AT TIME ZONE %(tz)s)::date AS valid_from,
-           comp.default_valid_days
+           comp.default_valid_days, comp.renew_on_completion
       FROM classified c
       JOIN links l ON l.course_id = c.course_id
       JOIN competences comp ON comp.id = l.competence_id
@@ -121,13 +124,26 @@ candidates AS (
               -- renewal keeps the latest completion, otherwise the first one is the evidence
               CASE WHEN comp.renew_on_completion THEN c.completed_at END DESC NULLS LAST,
               c.completed_at, c.id
+),
+-- A grant the employee already holds and that the conflict clause below would leave as it is
+-- (the same test) is left out here: the insert would only lock it (a WAL record each), which
+-- is most of a backfill's work once its employees hold the competence.
+changing AS (
+    SELECT cand.*
+      FROM candidates cand
+     WHERE NOT EXISTS (
+             SELECT 1 FROM grants g
+              WHERE g.employee_id = cand.employee_id AND g.competence_id = cand.competence_id
+                AND (g.source <> 'manual' AND g.valid_to IS NOT NULL
+                     AND cand.valid_from + cand.default_valid_days > g.valid_to
+                     AND cand.renew_on_completion) IS NOT TRUE)
 )
 INSERT INTO grants AS g (employee_id, competence_id, valid_from, valid_to, source,
                          course_id, result_id, webhook_id, link_id)
 SELECT employee_id, competence_id, valid_from,
        valid_from + default_valid_days,  -- NULL when the competence never expires
        %(source)s, course_id, result_id, webhook_id, link_id
-  FROM candidates
+  FROM changing
 ON CONFLICT (employee_id, competence_id) DO UPDATE
 SET valid_to = excluded.valid_to, source = excluded.source, course_id = excluded.course_id,
     result_id = excluded.result_id, webhook_id = excluded.webhook_id,
