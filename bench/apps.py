@@ -1,6 +1,8 @@
 """The two baselines of the ingest measurement, served by gunicorn exactly as the service is.
 
 - `bare_app()`: Flask answering 202 to POST /webhooks/infocaption, nothing else.
+- `unqueued_app()`: the service's own app (verify, validate, answer 202) with a publisher that
+  queues nothing: not a product, a bound; whatever queues durably costs more than this.
 - `reference_app()`: what a straightforward implementation would do: verify the Standard
   Webhooks signature (the same `standardwebhooks` library and secret), then publish the raw
   body to the service's events queue (same quorum queue, declared the same way) with a kombu
@@ -67,3 +69,19 @@ def reference_app() -> Flask:
         return "", 202
 
     return app
+
+
+class _QueuesNothing:
+    """A stand-in for service.messaging.Publisher that drops every event (the bound only)."""
+
+    def publish(self, *_args, **_kwargs) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def unqueued_app() -> Flask:
+    from service.app import create_app
+
+    return create_app(publisher=_QueuesNothing())

@@ -19,11 +19,12 @@ from standardwebhooks import Webhook
 
 from bench import data, rabbit
 from bench.common import BIN, HOST, SECRET, Run, cpu_snapshot, cpu_usage, free_port, say, wait_port
+from service.cli import WEB_THREADS, WEB_WORKERS
 
 LUA = Path(__file__).with_name("post.lua")
 
 
-def gunicorn_args(port: int, app: str, workers: int = 2, threads: int = 8) -> list[str]:
+def gunicorn_args(port: int, app: str, workers: int = WEB_WORKERS, threads: int = WEB_THREADS) -> list[str]:
     """The gunicorn command line of `competence-bridge web` (service/cli.py), for another app."""
     return [str(BIN / "python"), "-m", "gunicorn",
             "--bind", f"0.0.0.0:{port}",
@@ -90,7 +91,7 @@ def measure(run: Run, label: str, app: str | None, *, db_url: str, seconds: floa
         warm = requests_file(run.scratch / f"{label}-warm.req", port, 2000, f"{label}warm")
         wrk(port, warm, warmup, connections)
         file = requests_file(run.scratch / f"{label}.req", port, pool_size, label)
-        queued_before = rabbit.depth(prefix)
+        rabbit.take_events(prefix)  # the warm-up's: only what the measured run queues counts
         before = cpu_snapshot()
         with run.profiled(proc, f"ingest-{label}", seconds, subprocesses=True):
             figures = wrk(port, file, seconds, connections)
@@ -100,7 +101,9 @@ def measure(run: Run, label: str, app: str | None, *, db_url: str, seconds: floa
             k: round(1000 * v / max(figures["requests"], 1), 3)
             for k, v in figures["cpu"]["by_component"].items() if k != "other processes"}
         time.sleep(0.5)
-        figures["queued"] = rabbit.depth(prefix) - queued_before
+        messages, events = rabbit.take_events(prefix)
+        figures["queued"] = messages  # the service packs several events in a message
+        figures["queued_events"] = events
         if proc.poll() is not None:
             raise RuntimeError(f"{label} exited with {proc.returncode}:\n{run.log_tail(label)}")
     finally:
@@ -113,5 +116,6 @@ def measure(run: Run, label: str, app: str | None, *, db_url: str, seconds: floa
     figures["distinct_bodies"] = pool_size
     figures["wrapped"] = figures["requests"] > pool_size
     say(f"  {label}: {figures['rps']:,.0f} req/s, p99 {figures['p99_us'] / 1000:.1f} ms, "
-        f"{figures['errors']} errors, {figures['queued']:,} messages queued")
+        f"{figures['errors']} errors, {figures['queued_events']:,} events queued in "
+        f"{figures['queued']:,} messages")
     return figures

@@ -86,6 +86,21 @@ def fill(prefix: str, events: list[dict], chunk: int = 2000) -> float:
     return time.monotonic() - started
 
 
+def take_events(prefix: str, kind: str = messaging.EVENTS) -> tuple[int, int]:
+    """Consume every ready message of one queue; return (messages, events they carry)."""
+    conn = _connection()
+    messages = events = 0
+    try:
+        ch = conn.channel()
+        ch.basic_qos(0, 2000, False)
+        while (message := ch.basic_get(f"{prefix}.{kind}", no_ack=True)) is not None:
+            messages += 1
+            events += len(messaging.unpack(json.loads(message.body)))
+        return messages, events
+    finally:
+        conn.close()
+
+
 def purge(prefix: str, kind: str = messaging.EVENTS) -> None:
     conn = _connection()
     try:

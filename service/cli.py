@@ -8,6 +8,10 @@ import click
 
 from service import config as config_mod
 
+# gunicorn for `web`: processes, and threads in each (WEB_CONCURRENCY, WEB_THREADS override).
+WEB_WORKERS = 2
+WEB_THREADS = 8
+
 
 def _settings() -> config_mod.Settings:
     try:
@@ -58,8 +62,8 @@ def migrate() -> None:
 
 
 @main.command()
-@click.option("--workers", type=int, default=lambda: int(os.environ.get("WEB_CONCURRENCY", "2")))
-@click.option("--threads", type=int, default=lambda: int(os.environ.get("WEB_THREADS", "8")))
+@click.option("--workers", type=int, default=lambda: int(os.environ.get("WEB_CONCURRENCY", WEB_WORKERS)))
+@click.option("--threads", type=int, default=lambda: int(os.environ.get("WEB_THREADS", WEB_THREADS)))
 def web(workers: int, threads: int) -> None:
     """Serve webhooks, the admin API and health endpoints under gunicorn on $PORT."""
     settings = _settings()
