@@ -1,7 +1,7 @@
 """Part 4: from webhook sent to grant visible, at a steady rate, through the whole service.
 
 `competence-bridge web` and `competence-bridge worker` run as in production. A sender of its
-own (asyncio, raw HTTP/1.1 on keep-alive connections, requests signed just before) sends
+own (one thread, a selector, raw HTTP/1.1 on keep-alive connections, requests signed just before) sends
 webhook i at t0 + i / rate whatever happened to the earlier ones (open loop: a slow answer
 delays no later request, and its wait counts). A trigger created in the bench database only
 NOTIFYs the webhook id of every grant insert; the notification arrives when the grant's
@@ -10,8 +10,10 @@ the webhook's scheduled send time, on one monotonic clock.
 """
 from __future__ import annotations
 
-import asyncio
 import json
+import os
+import selectors
+import socket
 import statistics
 import threading
 import time
@@ -61,60 +63,94 @@ class Listener(threading.Thread):
         self.conn.close()
 
 
-async def _send_all(port: int, reqs: list[tuple[str, bytes, bool]], rate: float,
-                    connections: int) -> tuple[dict[str, float], dict[str, tuple[float, int]]]:
-    """Send request i at t0 + i / rate; return scheduled times and (answer time, status)."""
-    pool: asyncio.Queue = asyncio.Queue()
+class _Conn:
+    __slots__ = ("sock", "buf", "webhook_id", "raw")
+
+    def __init__(self, sock: socket.socket):
+        self.sock, self.buf, self.webhook_id, self.raw = sock, b"", None, b""
+
+
+def _send_all(port: int, reqs: list[tuple[str, bytes, bool]], rate: float,
+              connections: int) -> tuple[dict[str, float], dict[str, tuple[float, int]]]:
+    """Send request i at t0 + i / rate; return scheduled times and (answer time, status).
+
+    One thread, non-blocking keep-alive sockets and a selector: the sender's own CPU per
+    request is a send and a receive, so it takes little of what the measured processes need.
+    A request whose time has come waits only for a free connection (there are `connections`).
+    """
+    sel = selectors.DefaultSelector()
+    idle: list[_Conn] = []
+
+    def connect() -> _Conn:
+        sock = socket.create_connection((HOST, port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        return _Conn(sock)
+
     for _ in range(connections):
-        pool.put_nowait(None)  # connections are opened lazily
+        idle.append(connect())
     scheduled: dict[str, float] = {}
     answered: dict[str, tuple[float, int]] = {}
+    busy = 0
+    t0 = time.monotonic() + 0.2
+    i = 0
 
-    async def exchange(conn, raw: bytes):
-        reader, writer = conn
-        writer.write(raw)
-        head = await reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        if length:
-            await reader.readexactly(length)
-        return status
+    def start(conn: _Conn, webhook_id: str, raw: bytes) -> None:
+        conn.webhook_id, conn.raw, conn.buf = webhook_id, raw, b""
+        sent = conn.sock.send(raw)  # a request is far smaller than an idle socket's buffer
+        if sent < len(raw):
+            conn.sock.setblocking(True)
+            conn.sock.sendall(raw[sent:])
+            conn.sock.setblocking(False)
+        sel.register(conn.sock, selectors.EVENT_READ, conn)
 
-    async def one(webhook_id: str, raw: bytes, at: float):
-        conn = await pool.get()
-        try:
-            for attempt in (1, 2):
-                try:
-                    if conn is None:
-                        conn = await asyncio.open_connection(HOST, port)
-                    status = await exchange(conn, raw)
-                    break
-                except (ConnectionError, asyncio.IncompleteReadError):
-                    conn = None  # closed by the server while idle: reconnect, send again
-                    if attempt == 2:
-                        status = 0
-            answered[webhook_id] = (time.monotonic(), status)
-        finally:
-            pool.put_nowait(conn)
+    def finish(conn: _Conn, status: int) -> None:
+        answered[conn.webhook_id] = (time.monotonic(), status)
+        sel.unregister(conn.sock)
+        conn.webhook_id = None
+        idle.append(conn)
 
-    loop = asyncio.get_running_loop()
-    t0 = loop.time() + 0.2
-    tasks = []
-    for i, (webhook_id, raw, _passed) in enumerate(reqs):
-        at = t0 + i / rate
-        delay = at - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        scheduled[webhook_id] = at
-        tasks.append(asyncio.create_task(one(webhook_id, raw, at)))
-    await asyncio.gather(*tasks)
-    while not pool.empty():
-        conn = pool.get_nowait()
-        if conn is not None:
-            conn[1].close()
+    while i < len(reqs) or busy:
+        now = time.monotonic()
+        while i < len(reqs) and idle and t0 + i / rate <= now:
+            webhook_id, raw, _passed = reqs[i]
+            scheduled[webhook_id] = t0 + i / rate
+            start(idle.pop(), webhook_id, raw)
+            busy += 1
+            i += 1
+        if i < len(reqs) and idle:
+            timeout = max(0.0, t0 + i / rate - time.monotonic())
+        else:
+            timeout = 1.0
+        for key, _mask in sel.select(timeout):
+            conn: _Conn = key.data
+            try:
+                chunk = conn.sock.recv(65536)
+            except BlockingIOError:
+                continue
+            except ConnectionError:
+                chunk = b""
+            if not chunk:  # closed by the server while idle: reconnect and send it again
+                sel.unregister(conn.sock)
+                conn.sock.close()
+                fresh = connect()
+                start(fresh, conn.webhook_id, conn.raw)
+                continue
+            conn.buf += chunk
+            head_end = conn.buf.find(b"\r\n\r\n")
+            if head_end < 0:
+                continue
+            head = conn.buf[:head_end]
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            if len(conn.buf) - head_end - 4 >= length:
+                finish(conn, int(head[9:12]))
+                busy -= 1
+    for conn in idle:
+        conn.sock.close()
+    sel.close()
     return scheduled, answered
 
 
@@ -143,7 +179,7 @@ def measure(run: Run, template: str, *, rate: float, seconds: float, connections
         count = int(rate * seconds)
         # Warm up both processes (connections, imports, prepared statements) at a low rate.
         warm = _requests(port, 300, "latwarm", first_employee=count)
-        asyncio.run(_send_all(port, warm, 100, 8))
+        _send_all(port, warm, 100, 8)
         deadline = time.monotonic() + 30
         while sum(1 for w, _, passed in warm if passed and w in listener.seen) < sum(1 for *_, p in warm if p):
             if time.monotonic() > deadline or worker.poll() is not None:
@@ -155,9 +191,10 @@ def measure(run: Run, template: str, *, rate: float, seconds: float, connections
         with run.profiled(web, "latency-web", seconds, subprocesses=True), \
                 run.profiled(worker, "latency-worker", seconds):
             started = time.monotonic()
-            scheduled, answered = asyncio.run(_send_all(port, reqs, rate, connections))
+            scheduled, answered = _send_all(port, reqs, rate, connections)
             send_s = time.monotonic() - started
-        cpu = cpu_usage(before, cpu_snapshot(), {"web": web.pid, "worker": worker.pid})
+        cpu = cpu_usage(before, cpu_snapshot(), {"web": web.pid, "worker": worker.pid,
+                                                 "sender and listener (bench)": os.getsid(0)})
         expected = [w for w, _, passed in reqs if passed]
         deadline = time.monotonic() + 30
         while sum(1 for w in expected if w in listener.seen) < len(expected) and time.monotonic() < deadline:

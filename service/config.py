@@ -106,7 +106,7 @@ def load(env: dict | None = None) -> Settings:
         time_zone=time_zone,
         queue_prefix=prefix,
         batch_size=_int(env, "BATCH_SIZE", 500),
-        batch_wait_ms=_int(env, "BATCH_WAIT_MS", 5),
+        batch_wait_ms=_int(env, "BATCH_WAIT_MS", 25),
         demo=demo,
         environment=env.get("ENVIRONMENT", "").strip() or ("demo" if demo else "production"),
     )
