@@ -196,6 +196,11 @@ class Publisher:
                 del self._waiting[:self.GROUP_MAX]
             try:
                 self._lead(group)
+            except BaseException:  # the thread is being stopped: nothing here was confirmed
+                for p in [*group, pending]:
+                    if not p.settled:
+                        p.fail("the publishing thread stopped before a confirm")
+                raise
             finally:
                 for other in group:
                     if other is not pending:
