@@ -38,6 +38,7 @@ already read; when the reported total shrinks during a pass, the backfill makes 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from concurrent.futures import Future
@@ -79,6 +80,8 @@ class PageReader:
         self._fetch = fetch
         self._pause = pause
         self._ahead: tuple[int, Future] | None = None
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
 
     def read_ahead(self, number: int) -> None:
         """Start fetching page `number` unless a page is already being read ahead."""
@@ -99,19 +102,27 @@ class PageReader:
     def close(self) -> None:
         """Forget a page read ahead; a fetch still in flight ends on its own (a daemon thread)."""
         self._ahead = None
+        if self._thread is not None:
+            self._tasks.put(None)  # the thread ends after what it has in hand
+            self._tasks, self._thread = queue.SimpleQueue(), None
 
     def _start(self, number: int) -> Future:
         future: Future = Future()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._read, args=(self._tasks,),
+                                            name="backfill-pages", daemon=True)
+            self._thread.start()
+        self._tasks.put((number, future))
+        return future
 
-        def work() -> None:
+    def _read(self, tasks: queue.SimpleQueue) -> None:
+        while (task := tasks.get()) is not None:
+            number, future = task
             future.set_running_or_notify_cancel()
             try:
                 future.set_result(self._fetch(number))
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                 future.set_exception(exc)
-
-        threading.Thread(target=work, name=f"backfill-page-{number}", daemon=True).start()
-        return future
 
     def _wait(self, future: Future) -> Page:
         while True:

@@ -37,6 +37,7 @@ def test_a_page_read_ahead_is_fetched_in_another_thread_and_handed_over_once():
     assert reader.get(3) == ("page", 3)  # not read ahead: fetched now
     assert [n for n, _ in pages.calls] == [1, 2, 3]
     assert all(name != threading.current_thread().name for _, name in pages.calls)
+    reader.close()
 
 
 @pytest.mark.parametrize("error", [CourseGone(4711), InfoCaptionUnavailable("503 8 times"), Stopping()])
