@@ -64,7 +64,9 @@ def main(mode: str) -> None:
     batch = BATCH if mode == "ceiling" else 1
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
-    conn = psycopg.connect(settings.database_url)
+    # The service's session settings (service/db: SESSION_OPTIONS), so that the same SQL is
+    # planned the same way.
+    conn = psycopg.connect(settings.database_url, options=db.connect_kwargs(settings.database_url)["options"])
     topo = messaging.topology(settings)
     buffer: list = []
     with messaging.connection(settings) as broker:

@@ -150,17 +150,6 @@ def fresh_checkpoint(page_size: int) -> dict:
             "shrank": False, "after_id": "", "skipped": 0, "grants_created": 0}
 
 
-def _reset_planner_costs(conn: psycopg.Connection) -> None:
-    """Hand the connection back as the pool gave it (a broken one is the pool's to drop)."""
-    if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        return
-    try:
-        with conn.transaction():
-            conn.execute(db.q("backfill_planner_costs_reset"))
-    except psycopg.Error as exc:  # the error that ended the run matters more than this one
-        log.debug("could not reset the planner costs: %s", exc)
-
-
 class Backfill:
     """Run (or resume) the backfill of one link; used by the worker and the CLI."""
 
@@ -215,18 +204,13 @@ class Backfill:
         try:
             # One connection for every page (a transaction each): no pool check per page.
             with self.pool.connection() as conn:
-                with conn.transaction():
-                    conn.execute(db.q("backfill_planner_costs"))
-                try:
-                    while cp["phase"] == "api":
-                        page = reader.get(cp["page"])
-                        if not page.last:
-                            # The checkpoint will point to the next page: read it while this
-                            # one commits.
-                            reader.read_ahead(cp["page"] + 1)
-                        cp = self._commit_page(conn, link_id, cp, page)
-                finally:
-                    _reset_planner_costs(conn)
+                while cp["phase"] == "api":
+                    page = reader.get(cp["page"])
+                    if not page.last:
+                        # The checkpoint will point to the next page: read it while this one
+                        # commits.
+                        reader.read_ahead(cp["page"] + 1)
+                    cp = self._commit_page(conn, link_id, cp, page)
         except CourseGone as gone:
             # The course was deleted: note it (as the catalog refresh would) and decide what is
             # stored; the history InfoCaption no longer serves cannot be read.

@@ -11,19 +11,6 @@ SELECT l.id, l.course_id, l.competence_id, l.backfill_state, l.backfill_checkpoi
  WHERE l.id = %(link_id)s
    FOR NO KEY UPDATE OF l;
 
--- name: backfill_planner_costs
--- For the connection that commits a backfill's pages (reset when it is handed back). Every
--- result inserted is checked against its course (foreign key); with the default cost of a
--- random page (4, for spinning disks) that check on a table of a few pages (courses) is planned
--- as a sequential scan of every course, once per result, with the course row locked each time:
--- more than a third of the insert. 1.1 is the usual setting for data in memory or on SSD; the
--- check then looks the course up in its primary key. Plans made on this connection (the
--- check's included) are kept for the connection's life, which only helps its later users.
-SELECT set_config('random_page_cost', '1.1', false);
-
--- name: backfill_planner_costs_reset
-RESET random_page_cost;
-
 -- name: backfill_begin
 -- Start a backfill from its first page: counters back to zero, a fresh checkpoint.
 UPDATE links

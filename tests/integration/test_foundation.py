@@ -116,3 +116,21 @@ def test_publish_and_consume_on_the_real_broker(settings):
         assert message.properties["delivery_mode"] == 2
         message.ack()
         assert queue.get() is None
+
+
+def test_pooled_connections_plan_with_ssd_costs_and_keep_the_urls_own_options(database_url):
+    from service import db
+
+    pool = db.make_pool(database_url, name="options-test")
+    try:
+        with pool.connection() as conn:
+            assert conn.execute("SHOW random_page_cost").fetchone()["random_page_cost"] == "1.1"
+            conn.execute("RESET random_page_cost")  # the session's default is the option's value
+            assert conn.execute("SHOW random_page_cost").fetchone()["random_page_cost"] == "1.1"
+    finally:
+        pool.close()
+    sep = "&" if "?" in database_url else "?"
+    with db.connect(f"{database_url}{sep}options=-c%20work_mem%3D5MB") as conn:
+        settings = conn.execute("SELECT current_setting('work_mem') AS w, "
+                                "current_setting('random_page_cost') AS r").fetchone()
+        assert (settings["w"], settings["r"]) == ("5MB", "1.1")
