@@ -131,17 +131,19 @@ class Publisher:
     """Publish events durably; return only once the broker holds them.
 
     RabbitMQ: a group commit without a thread of its own. A caller puts its event in the
-    waiting list; if nobody is publishing, it becomes the leader: it takes everything waiting,
-    publishes it on the process's one confirm-mode channel with mandatory routing (packable
-    events share messages, see `publish`), waits for the broker's confirms and wakes the
-    others with their outcome. Whoever arrives while a leader waits is in the next group, led
-    by one of them. So under load many requests share one round of quorum-queue writes, and
-    no request pays a hand-over to another thread. Other transports: a plain publish under a
-    lock (the filesystem transport has written the file when `publish` returns).
+    waiting list; if a lane is free (a confirm-mode connection with nothing in flight; there
+    are LANES), it becomes a leader: it takes everything waiting, publishes it on that lane
+    with mandatory routing (packable events share messages, see `publish`), waits for the
+    broker's confirms and wakes the others with their outcome. Whoever arrives while every lane
+    is busy waits for the next group, led by one of them on the first lane to come free. So
+    under load many requests share one round of quorum-queue writes, several rounds overlap,
+    and no request pays a hand-over to another thread. Other transports: a plain publish under
+    a lock (the filesystem transport has written the file when `publish` returns).
 
     One per process, made after fork; safe to share between threads.
     """
 
+    LANES = 4  # groups in flight at once, one connection each (measured: 2 and 8 are slower)
     GROUP_MAX = 512  # events one leader publishes at once
     PACK_MAX = 64  # packable events per message
     CONFIRM_TIMEOUT_S = 10.0
@@ -154,8 +156,9 @@ class Publisher:
         self._producer: Producer | None = None
         self._mutex = threading.Lock()  # guards everything below
         self._waiting: list[_Pending] = []
-        self._leading = False
-        self._link: _ConfirmLink | None = None
+        # Free lanes: a lane is one confirm-mode connection (None until first used) with at
+        # most one group in flight; a leader holds one while it publishes and waits.
+        self._lanes: list[_ConfirmLink | None] = [None] * self.LANES
         self._closed = False
 
     # --- the caller's side ---------------------------------------------------------------
@@ -177,8 +180,9 @@ class Publisher:
             if self._closed:
                 raise PublishError("publisher closed")
             self._waiting.append(pending)
-            lead = not self._leading
-            self._leading = True
+            lead = bool(self._lanes)
+            if lead:
+                lane = self._lanes.pop()
         if not lead:
             # Woken once: settled by a leader, or handed the lead of the next group.
             if not pending.wake.acquire(timeout=self.CONFIRM_TIMEOUT_S + 5):
@@ -189,13 +193,16 @@ class Publisher:
                 # A leader holds it (its send is bounded by the confirm timeout) or has just
                 # settled it or handed it the lead: the release follows.
                 pending.wake.acquire()
-            lead = pending.lead
+            lead, lane = pending.lead, pending.lane
         while lead:
             with self._mutex:
-                group = self._waiting[:self.GROUP_MAX]
-                del self._waiting[:self.GROUP_MAX]
+                # Everyone waiting but those already handed a lane (they lead their own group).
+                group, rest = [], []
+                for p in self._waiting:
+                    (group if len(group) < self.GROUP_MAX and (p is pending or not p.lead) else rest).append(p)
+                self._waiting = rest
             try:
-                self._lead(group)
+                lane = self._lead(group, lane)
             except BaseException:  # the thread is being stopped: nothing here was confirmed
                 for p in [*group, pending]:
                     if not p.settled:
@@ -209,12 +216,12 @@ class Publisher:
                     lead = False
                     if pending.settled:
                         # Hand the lead to the first one waiting, or let the next caller take it.
-                        if self._waiting:
-                            nxt = self._waiting[0]
-                            nxt.lead = True
+                        nxt = next((p for p in self._waiting if not p.lead), None)
+                        if nxt is not None:
+                            nxt.lead, nxt.lane = True, lane
                             nxt.wake.release()
                         else:
-                            self._leading = False
+                            self._lanes.append(lane)
                     else:
                         lead = True  # more than GROUP_MAX were waiting before us: lead again
         if not pending.settled:
@@ -227,13 +234,14 @@ class Publisher:
             self._closed = True
         while True:
             with self._mutex:
-                if not self._leading:
-                    link, self._link = self._link, None
+                if len(self._lanes) == self.LANES:  # no group in flight
+                    links, self._lanes = self._lanes, [None] * self.LANES
                     self._closed = False
                     break
             time.sleep(0.01)
-        if link is not None:
-            link.close()
+        for link in links:
+            if link is not None:
+                link.close()
         with self._lock:
             self._reset()
 
@@ -269,36 +277,39 @@ class Publisher:
 
     # --- the leader's side (RabbitMQ) -----------------------------------------------------
 
-    def _lead(self, group: list[_Pending]) -> None:
-        """Publish a group and settle every event in it (only the leader runs this)."""
+    def _lead(self, group: list[_Pending], link: _ConfirmLink | None) -> _ConfirmLink | None:
+        """Publish a group on a lane's link and settle every event in it; return the link
+        (a fresh one if it had to reconnect, None if the broker could not be reached)."""
         for attempt in (1, 2):
             try:
-                if self._link is None:
-                    self._link = _ConfirmLink(self.settings, self.topo)
-                self._link.send(group, self.CONFIRM_TIMEOUT_S, self.PACK_MAX)
-                return
+                if link is None:
+                    link = _ConfirmLink(self.settings, self.topo)
+                link.send(group, self.CONFIRM_TIMEOUT_S, self.PACK_MAX)
+                return link
             except Exception as exc:  # noqa: BLE001 - every failure means "not durable"
-                if self._link is not None:
-                    self._link.close()
-                    self._link = None
+                if link is not None:
+                    link.close()
+                    link = None
                 unresolved = [p for p in group if not p.settled]
                 if attempt == 2 or not unresolved:
                     for p in unresolved:
                         p.fail(f"broker unavailable: {exc.__class__.__name__}: {exc}")
-                    return
+                    return None
                 group = unresolved  # the broker never confirmed these: try once more
+        return link
 
 
 class _Pending:
     """One event waiting for the broker; settled (ok or failed) by the leader that sent it."""
 
-    __slots__ = ("body", "kind", "headers", "pack", "settled", "error", "lead", "wake")
+    __slots__ = ("body", "kind", "headers", "pack", "settled", "error", "lead", "lane", "wake")
 
     def __init__(self, body: dict, kind: str, headers: dict, pack: bool = False):
         self.body, self.kind, self.headers, self.pack = body, kind, headers, pack
         self.settled = False
         self.error: str | None = None
         self.lead = False  # handed the lead of the next group
+        self.lane: _ConfirmLink | None = None  # and the lane to publish it on
         # Held from the start; released once, by the leader that settles this event or hands
         # it the lead (a plain lock is the cheapest way to wake one thread).
         self.wake = threading.Lock()
