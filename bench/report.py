@@ -178,8 +178,15 @@ def _notes(results: dict, cpus: int = 2) -> list[str]:
                 f"(web + worker + RabbitMQ + this run's PostgreSQL while the sender ran at {lim['measured_at_rate']:,}/s; "
                 f"the worker's backlog after that is not counted, so this is a lower bound), "
                 f"so {cpus} cores carry at most ~{lim['max_rate_all_cores']:,} webhooks/s with nothing else "
-                f"running (not even the sender); at 1,000/s the queue in front of the web process grows "
-                f"for as long as the sender runs, and so does every latency.")
+                f"running (not even the sender)"
+                + (f"; at {lim['measured_at_rate']:,}/s the queue in front of the web process grows for as long "
+                   "as the sender runs, and so does every latency." if lim["max_rate_all_cores"]
+                   and lim["max_rate_all_cores"] <= lim["measured_at_rate"] else
+                   f"; {lim['measured_at_rate']:,}/s keeps the machine "
+                   f"{round(100 * lat['cpu']['machine_busy_s'] / max(lat['cpu']['machine_capacity_s'], 1))} % busy "
+                   "(every process and the kernel), where waits in front of the web process, for the GIL in "
+                   "each of its processes and for the CPU decide the tail: the p99 moves with how fast this "
+                   "shared machine runs at the time."))
         notes.append(f"- **Latency.** Open-loop sender at {lat['rate']:,}/s; answers: {lat['statuses']}; "
                      f"202 answer p50 {lat['answer_p50_ms']} ms, p99 {lat['answer_p99_ms']} ms; "
                      f"CPU seconds by component: {lat['cpu']['by_component']}.")
