@@ -131,24 +131,19 @@ class Publisher:
     """Publish events durably; return only once the broker holds them.
 
     RabbitMQ: a group commit without a thread of its own. A caller puts its event in the
-    waiting list; if no group is in flight, or MORE_LANES_AT are waiting and a lane is free (a
-    confirm-mode connection with nothing in flight; there are LANES), it becomes a leader: it takes everything waiting, publishes it on that lane
-    with mandatory routing (packable events share messages, see `publish`), waits for the
-    broker's confirms and wakes the others with their outcome. Whoever arrives while every lane
-    is busy waits for the next group, led by one of them on the first lane to come free. So
-    under load many requests share one round of quorum-queue writes, several rounds overlap,
-    and no request pays a hand-over to another thread. Other transports: a plain publish under
-    a lock (the filesystem transport has written the file when `publish` returns).
+    waiting list; if no group is in flight, it becomes the leader: it takes everything waiting,
+    publishes it on the process's confirm-mode connection with mandatory routing (packable
+    events share messages, see `publish`), waits for the broker's confirms, wakes the others
+    with their outcome and hands the lead to the first one still waiting. So under load many
+    requests share one round of quorum-queue writes, and no request pays a hand-over to another
+    thread. (One group in flight packs the most events per message: under an open load that
+    costs the least CPU in web and broker; bench/ measured more groups in flight as slower.)
+    Other transports: a plain publish under a lock (the filesystem transport has written the
+    file when `publish` returns).
 
     One per process, made after fork; safe to share between threads.
     """
 
-    # Groups in flight at most (one connection each), and the backlog that opens another lane.
-    # One lane packs the most events per message: under an open load (webhooks arriving at
-    # their own pace) that costs the least CPU in web and broker, so latency stays lowest.
-    # More lanes only help a closed loop with few threads per process (measured with bench/).
-    LANES = 1
-    MORE_LANES_AT = 4
     GROUP_MAX = 512  # events one leader publishes at once
     PACK_MAX = 64  # packable events per message
     CONFIRM_TIMEOUT_S = 10.0
@@ -161,9 +156,8 @@ class Publisher:
         self._producer: Producer | None = None
         self._mutex = threading.Lock()  # guards everything below
         self._waiting: list[_Pending] = []
-        # Free lanes: a lane is one confirm-mode connection (None until first used) with at
-        # most one group in flight; a leader holds one while it publishes and waits.
-        self._lanes: list[_ConfirmLink | None] = [None] * self.LANES
+        self._leading = False  # a group is in flight
+        self._link: _ConfirmLink | None = None  # used by the leader only
         self._closed = False
 
     # --- the caller's side ---------------------------------------------------------------
@@ -181,57 +175,8 @@ class Publisher:
             self._publish_plain(body, kind, headers)
             return
         pending = _Pending(body, kind, headers or {}, pack)
-        with self._mutex:
-            if self._closed:
-                raise PublishError("publisher closed")
-            self._waiting.append(pending)
-            # Lead if nothing is in flight; open another lane only for a backlog worth a group
-            # (each message costs the broker the same, so small groups are dear).
-            lead = bool(self._lanes) and (len(self._lanes) == self.LANES
-                                          or len(self._waiting) >= self.MORE_LANES_AT)
-            if lead:
-                lane = self._lanes.pop()
-        if not lead:
-            # Woken once: settled by a leader, or handed the lead of the next group.
-            if not pending.wake.acquire(timeout=self.CONFIRM_TIMEOUT_S + 5):
-                with self._mutex:
-                    if pending in self._waiting and not pending.lead:  # in no group yet: give up
-                        self._waiting.remove(pending)
-                        raise PublishError("no confirm from the broker in time")
-                # A leader holds it (its send is bounded by the confirm timeout) or has just
-                # settled it or handed it the lead: the release follows.
-                pending.wake.acquire()
-            lead, lane = pending.lead, pending.lane
-        while lead:
-            with self._mutex:
-                # Everyone waiting but those already handed a lane (they lead their own group).
-                group, rest = [], []
-                for p in self._waiting:
-                    (group if len(group) < self.GROUP_MAX and (p is pending or not p.lead) else rest).append(p)
-                self._waiting = rest
-            try:
-                lane = self._lead(group, lane)
-            except BaseException:  # the thread is being stopped: nothing here was confirmed
-                for p in [*group, pending]:
-                    if not p.settled:
-                        p.fail("the publishing thread stopped before a confirm")
-                raise
-            finally:
-                for other in group:
-                    if other is not pending:
-                        other.wake.release()
-                with self._mutex:
-                    lead = False
-                    if pending.settled:
-                        # Hand the lead to the first one waiting, or let the next caller take it.
-                        nxt = next((p for p in self._waiting if not p.lead), None)
-                        if nxt is not None:
-                            nxt.lead, nxt.lane = True, lane
-                            nxt.wake.release()
-                        else:
-                            self._lanes.append(lane)
-                    else:
-                        lead = True  # more than GROUP_MAX were waiting before us: lead again
+        if self._enqueue(pending) or self._await(pending):
+            self._lead(pending)
         if not pending.settled:
             raise PublishError("the publishing leader stopped before this event was sent")
         if pending.error is not None:
@@ -242,14 +187,13 @@ class Publisher:
             self._closed = True
         while True:
             with self._mutex:
-                if len(self._lanes) == self.LANES:  # no group in flight
-                    links, self._lanes = self._lanes, [None] * self.LANES
+                if not self._leading:
+                    link, self._link = self._link, None
                     self._closed = False
                     break
             time.sleep(0.01)
-        for link in links:
-            if link is not None:
-                link.close()
+        if link is not None:
+            link.close()
         with self._lock:
             self._reset()
 
@@ -283,41 +227,86 @@ class Publisher:
             except Exception:  # noqa: BLE001 - the connection is already broken
                 log.debug("closing a broken broker connection failed", exc_info=True)
 
-    # --- the leader's side (RabbitMQ) -----------------------------------------------------
+    # --- the group commit (RabbitMQ) --------------------------------------------------------
 
-    def _lead(self, group: list[_Pending], link: _ConfirmLink | None) -> _ConfirmLink | None:
-        """Publish a group on a lane's link and settle every event in it; return the link
-        (a fresh one if it had to reconnect, None if the broker could not be reached)."""
+    def _enqueue(self, pending: _Pending) -> bool:
+        """Add an event to the waiting list; True if its caller leads (nothing in flight)."""
+        with self._mutex:
+            if self._closed:
+                raise PublishError("publisher closed")
+            self._waiting.append(pending)
+            lead, self._leading = not self._leading, True
+            return lead
+
+    def _await(self, pending: _Pending) -> bool:
+        """Wait to be woken once: settled by a leader (False) or handed the lead (True)."""
+        if not pending.wake.acquire(timeout=self.CONFIRM_TIMEOUT_S + 5):
+            with self._mutex:
+                if pending in self._waiting and not pending.lead:  # in no group yet: give up
+                    self._waiting.remove(pending)
+                    raise PublishError("no confirm from the broker in time")
+            # A leader holds it (its send is bounded by the confirm timeout) or has just settled
+            # it or handed it the lead: the release follows.
+            pending.wake.acquire()
+        return pending.lead
+
+    def _lead(self, pending: _Pending) -> None:
+        """Publish groups until the leader's own event is settled, then hand the lead on."""
+        try:
+            while not pending.settled:  # more than GROUP_MAX may wait before it
+                with self._mutex:
+                    group = self._waiting[:self.GROUP_MAX]
+                    del self._waiting[:self.GROUP_MAX]
+                try:
+                    self._send(group)
+                except BaseException:  # the thread is being stopped: nothing here was confirmed
+                    for p in (*group, pending):
+                        if not p.settled:
+                            p.fail("the publishing thread stopped before a confirm")
+                    raise
+                finally:
+                    for other in group:
+                        if other is not pending:
+                            other.wake.release()
+        finally:
+            with self._mutex:
+                if self._waiting:
+                    nxt = self._waiting[0]
+                    nxt.lead = True
+                    nxt.wake.release()
+                else:
+                    self._leading = False
+
+    def _send(self, group: list[_Pending]) -> None:
+        """Publish a group and settle every event in it, reconnecting once if needed."""
         for attempt in (1, 2):
             try:
-                if link is None:
-                    link = _ConfirmLink(self.settings, self.topo)
-                link.send(group, self.CONFIRM_TIMEOUT_S, self.PACK_MAX)
-                return link
+                if self._link is None:
+                    self._link = _ConfirmLink(self.settings, self.topo)
+                self._link.send(group, self.CONFIRM_TIMEOUT_S, self.PACK_MAX)
+                return
             except Exception as exc:  # noqa: BLE001 - every failure means "not durable"
-                if link is not None:
-                    link.close()
-                    link = None
+                if self._link is not None:
+                    self._link.close()
+                    self._link = None
                 unresolved = [p for p in group if not p.settled]
                 if attempt == 2 or not unresolved:
                     for p in unresolved:
                         p.fail(f"broker unavailable: {exc.__class__.__name__}: {exc}")
-                    return None
+                    return
                 group = unresolved  # the broker never confirmed these: try once more
-        return link
 
 
 class _Pending:
     """One event waiting for the broker; settled (ok or failed) by the leader that sent it."""
 
-    __slots__ = ("body", "kind", "headers", "pack", "settled", "error", "lead", "lane", "wake")
+    __slots__ = ("body", "kind", "headers", "pack", "settled", "error", "lead", "wake")
 
     def __init__(self, body: dict, kind: str, headers: dict, pack: bool = False):
         self.body, self.kind, self.headers, self.pack = body, kind, headers, pack
         self.settled = False
         self.error: str | None = None
         self.lead = False  # handed the lead of the next group
-        self.lane: _ConfirmLink | None = None  # and the lane to publish it on
         # Held from the start; released once, by the leader that settles this event or hands
         # it the lead (a plain lock is the cheapest way to wake one thread).
         self.wake = threading.Lock()

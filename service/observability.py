@@ -12,6 +12,8 @@ import logging
 import re
 import sys
 
+from gunicorn.glogging import Logger as _GunicornLogger
+
 # \w: an address with a non-ASCII local part (åsa@kommun.se) is masked whole, not from the å on.
 EMAIL = re.compile(r"[\w.%+\-]+@[\w\-]+(?:\.[\w\-]+)*\.[^\W\d_]{2,}")
 BEARER = re.compile(r"(?i)bearer\s+[A-Za-z0-9._\-~+/=]+")
@@ -218,8 +220,6 @@ def init_sentry(dsn: str | None, process: str, environment: str = "production", 
     sentry_sdk.get_global_scope().set_tag("process", process)
     return True
 
-
-from gunicorn.glogging import Logger as _GunicornLogger  # noqa: E402 - used by this class only
 
 WEBHOOK_PATH = "/webhooks/infocaption"
 

@@ -434,9 +434,9 @@ def _parse_result(raw, course: dict) -> ResultRecord | None:
         )
     except _Bad as bad:
         INFOCAPTION_BAD_RECORDS.inc()
-        log.warning("InfoCaption result skipped: %s (course %s, result %s, email %s)",
-                    bad, course.get("id"), str(rid)[:100] if rid is not None else "-",
-                    mask_email(email if isinstance(email, str) else None))
+        who = mask_email(email if isinstance(email, str) else None)
+        log.warning("InfoCaption result skipped: %s (course %s, result %s, participant %s)",
+                    bad, course.get("id"), str(rid)[:100] if rid is not None else "-", who)
         return None
 
 
