@@ -51,7 +51,8 @@ def rows(results: dict) -> list[dict]:
         out.append({"key": "latency",
                     "measured": f"p50 {_fmt(lat['p50_ms'], 1)} ms, p99 {_fmt(lat['p99_ms'], 1)} ms "
                                 f"({_fmt(lat['granted_seen'])}/{_fmt(lat['grant_webhooks'])} grants seen, "
-                                f"{_fmt(lat['sent'])} sent in {_fmt(lat['send_s'], 1)} s)",
+                                f"{_fmt(lat['sent'])} sent in {_fmt(lat['send_s'], 1)} s)"
+                                + _repeats(lat),
                     "baseline": f"{_fmt(lat['rate'])} webhooks/s for {_fmt(lat['seconds'])} s",
                     "value": lat["p99_ms"]})
     g = results.get("growth")
@@ -95,6 +96,14 @@ def write(base: Path, results: dict, meta: dict, targets: dict) -> None:
 def _pg(by: dict) -> float:
     """CPU of this run's PostgreSQL backends (older runs: all of PostgreSQL)."""
     return by.get("postgresql (bench databases)", by.get("postgresql", 0.0))
+
+
+def _repeats(lat: dict) -> str:
+    runs = lat.get("runs") or []
+    if len(runs) < 2:
+        return ""
+    return (f"; the median of {len(runs)} runs by p99, whose p99 were "
+            + ", ".join(f"{_fmt(r['p99_ms'], 1)}" for r in runs) + " ms")
 
 
 def bounds(results: dict, cpus: int) -> dict:
@@ -189,7 +198,11 @@ def _notes(results: dict, cpus: int = 2) -> list[str]:
                    "shared machine runs at the time."))
         notes.append(f"- **Latency.** Open-loop sender at {lat['rate']:,}/s; answers: {lat['statuses']}; "
                      f"202 answer p50 {lat['answer_p50_ms']} ms, p99 {lat['answer_p99_ms']} ms; "
-                     f"CPU seconds by component: {lat['cpu']['by_component']}.")
+                     f"CPU seconds by component: {lat['cpu']['by_component']}."
+                     + (" Every run (p50 / p99 / machine busy): " + "; ".join(
+                         f"{r['p50_ms']} / {r['p99_ms']} ms / {r['machine_busy_pct']} %" for r in lat["runs"])
+                        + "; the table gives the run with the median p99."
+                        if len(lat.get("runs") or []) > 1 else ""))
     low = results.get("latency_sustained")
     if low:
         notes.append(f"- **Latency at a sustainable rate (context, not the target).** {low['rate']:,}/s for "
