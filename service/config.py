@@ -50,7 +50,6 @@ class Settings:
     batch_wait_ms: int
     demo: bool
     environment: str = "production"
-    publish_linger_ms: int = 2
     extra: dict = field(default_factory=dict)
 
     @property
@@ -108,7 +107,6 @@ def load(env: dict | None = None) -> Settings:
         queue_prefix=prefix,
         batch_size=_int(env, "BATCH_SIZE", 500),
         batch_wait_ms=_int(env, "BATCH_WAIT_MS", 25),
-        publish_linger_ms=_int(env, "PUBLISH_LINGER_MS", 2, minimum=0),
         demo=demo,
         environment=env.get("ENVIRONMENT", "").strip() or ("demo" if demo else "production"),
     )

@@ -138,9 +138,6 @@ class Publisher:
     requests share one round of quorum-queue writes, and no request pays a hand-over to another
     thread. (One group in flight packs the most events per message: under an open load that
     costs the least CPU in web and broker; bench/ measured more groups in flight as slower.)
-    A leader whose event is packable first waits `PUBLISH_LINGER_MS` (2 ms) unless a full
-    message is already waiting: at 1,000 webhooks/s that doubled the events per message and cut
-    the broker's CPU per webhook by a fifth, for 2 ms more on each answer.
     Other transports: a plain publish under a lock (the filesystem transport has written the
     file when `publish` returns).
 
@@ -162,7 +159,6 @@ class Publisher:
         self._leading = False  # a group is in flight
         self._link: _ConfirmLink | None = None  # used by the leader only
         self._closed = False
-        self._linger_s = settings.publish_linger_ms / 1000
 
     # --- the caller's side ---------------------------------------------------------------
 
@@ -258,11 +254,6 @@ class Publisher:
         """Publish groups until the leader's own event is settled, then hand the lead on."""
         try:
             while not pending.settled:  # more than GROUP_MAX may wait before it
-                if self._linger_s and pending.pack:
-                    with self._mutex:
-                        short = len(self._waiting) < self.PACK_MAX
-                    if short:  # let the webhooks arriving meanwhile share this group's message
-                        time.sleep(self._linger_s)
                 with self._mutex:
                     group = self._waiting[:self.GROUP_MAX]
                     del self._waiting[:self.GROUP_MAX]

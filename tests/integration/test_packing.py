@@ -1,9 +1,7 @@
 """Packed messages: webhook events that share one durable message, on real RabbitMQ."""
 from __future__ import annotations
 
-import dataclasses
 import threading
-import time
 
 import pytest
 
@@ -69,23 +67,6 @@ def test_concurrent_webhook_publishes_arrive_exactly_once(settings, monkeypatch,
     events = [e["n"] for body, _ in messages for e in messaging.unpack(body)]
     assert sorted(events) == list(range(400))
     assert all(len(messaging.unpack(body)) <= Publisher.PACK_MAX for body, _ in messages)
-
-
-@pytest.mark.parametrize("linger_ms, first_message", [(500, [0, 1, 2, 3, 4]), (0, [0])])
-def test_the_leader_lingers_so_that_webhooks_arriving_meanwhile_share_its_message(
-        settings, linger_ms, first_message):
-    publisher = Publisher(dataclasses.replace(settings, publish_linger_ms=linger_ms))
-    threads = []
-    for i in range(5):  # one webhook every 50 ms; the first caller leads
-        threads.append(threading.Thread(target=publisher.publish, args=({"n": i},), kwargs={"pack": True}))
-        threads[-1].start()
-        time.sleep(0.05)
-    for t in threads:
-        t.join()
-    publisher.close()
-    messages = [[e["n"] for e in messaging.unpack(body)] for body, _ in drain(settings)]
-    assert messages[0] == first_message
-    assert sorted(n for m in messages for n in m) == [0, 1, 2, 3, 4]
 
 
 def test_an_unroutable_pack_fails_every_caller_in_it(settings):
