@@ -4,7 +4,7 @@
     python -m bench.consumers naive     # one transaction (and one ack) per event
 
 Same queue, same messages, same statements as workers/results.py (claim_webhooks,
-upsert_courses_seen, upsert_results, evaluate_results from service/db/results.sql), same
+upsert_courses_seen, upsert_results, which also grants, from service/db/results.sql), same
 database state afterwards; none of the worker's framework: no dataclasses, no metrics, no logs,
 no per-event savepoint fallback, no dead letters. It reads its settings like the worker.
 """
@@ -40,7 +40,7 @@ def apply(conn: psycopg.Connection, events: list[dict], tz: str) -> None:
     conn.execute(db.q("upsert_courses_seen"), {
         "ids": [c["id"] for c in courses], "names": [c["name"] for c in courses],
         "guide_types": [c["guide_type"] for c in courses]})
-    changed = conn.execute(db.q("upsert_results"), {
+    conn.execute(db.q("upsert_results"), {
         "ids": [r["id"] for r in results],
         "course_ids": [c["id"] for c in courses],
         "emails": [r["email"] for r in results],
@@ -53,10 +53,8 @@ def apply(conn: psycopg.Connection, events: list[dict], tz: str) -> None:
         "changed_at": [e["timestamp"] for e in fresh],
         "webhook_ids": [e["webhook_id"] for e in fresh],
         "sources": ["webhook"] * len(fresh),
+        "source": "webhook", "tz": tz,
     }).fetchall()
-    if changed:
-        conn.execute(db.q("evaluate_results"),
-                     {"ids": [r[0] for r in changed], "source": "webhook", "tz": tz}).fetchall()
 
 
 def main(mode: str) -> None:

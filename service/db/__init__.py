@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 SQL_DIR = Path(__file__).parent
 _BLOCK = re.compile(r"^-- name: (?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+_INCLUDE = re.compile(r"^-- include: (?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
 
 def database_url(settings: Settings) -> str:
@@ -80,7 +81,14 @@ def queries() -> dict[str, str]:
             if name in found:
                 raise RuntimeError(f"query {name!r} is defined twice ({path.name})")
             found[name] = text[mark.end():end].strip()
-    return found
+    # A line `-- include: NAME` stands for the named block's text (one level: a fragment that
+    # two statements share, written once).
+    def block(mark: re.Match) -> str:
+        if mark["name"] not in found:
+            raise RuntimeError(f"-- include: {mark['name']}: no block of that name")
+        return found[mark["name"]]
+
+    return {name: _INCLUDE.sub(block, text) for name, text in found.items()}
 
 
 def q(name: str) -> str:

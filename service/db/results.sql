@@ -17,12 +17,13 @@ ORDER BY id
 ON CONFLICT (id) DO NOTHING;
 
 -- name: upsert_results
--- Record results. A result seen before is updated only when its content changed and the
--- incoming version is not older; returns the id and status of new or changed results.
--- Each row is stored already decided (employee and status as evaluate_results decides them,
--- from the same values), so that evaluate_results, which the caller runs next and which stays
--- the one that decides, finds nothing to change: one write per result instead of two; and
--- only the results stored as 'granted' can earn something there.
+-- Record results and grant what the new or changed ones earn, in one statement. A result seen
+-- before is updated only when its content changed and the incoming version is not older.
+-- Each row is stored decided (employee and status by the same rule as evaluate_results, from
+-- the same values), and the rows stored as 'granted' go straight to the grant step that
+-- evaluate_results ends with (grant_classified): nothing is read back.
+-- Returns one row per new or changed result (id, status; inserted NULL) and one per grant
+-- created or renewed (id NULL; inserted true for a new grant).
 -- The arrays travel in binary format (the "b" placeholders: nothing to format and escape per
 -- element), except the scores: numbers of either kind, and text keeps their digits as given.
 WITH incoming AS (
@@ -33,7 +34,8 @@ WITH incoming AS (
                          %(webhook_ids)b::text[], %(sources)b::text[])
            AS u (id, course_id, email, email_normalized, first_name, last_name, passed, score,
                  completed_at, changed_at, webhook_id, source)
-)
+),
+upserted AS (
 INSERT INTO results AS r (id, course_id, email, email_normalized, first_name, last_name,
                           passed, score, completed_at, changed_at, webhook_id, source,
                           employee_id, status)
@@ -65,14 +67,21 @@ WHERE (r.course_id, r.email_normalized, r.passed, r.score, r.completed_at)
       (excluded.course_id, excluded.email_normalized, excluded.passed, excluded.score,
        excluded.completed_at)
   AND (r.changed_at IS NULL OR excluded.changed_at IS NULL OR excluded.changed_at >= r.changed_at)
-RETURNING r.id, r.status;
+RETURNING r.id, r.status, r.course_id, r.completed_at, r.webhook_id, r.employee_id
+),
+classified AS (
+    SELECT id, course_id, completed_at, webhook_id, employee_id, status AS new_status
+      FROM upserted
+),
+-- include: grant_classified
+SELECT id, status, NULL::boolean AS inserted FROM upserted
+UNION ALL
+SELECT NULL, NULL, inserted FROM granted;
 
 -- name: evaluate_results
--- Apply CONTRACT rules 1, 2, 3, 5 and 6 to the given results in one statement:
--- classify each result, then grant every linked competence to the matched employee.
--- A new grant never overwrites an existing one; an integration-made grant of a competence that
--- opted into renewal is extended when a later result gives a later valid_to; a grant revoked
--- for this result, or revoked after this result was completed, is not re-created.
+-- Apply CONTRACT rules 1, 2, 3, 5 and 6 to the given stored results in one statement:
+-- classify each result again, then grant every linked competence to the matched employee
+-- (grant_classified). Returns one row per grant created or renewed.
 WITH r AS (
     SELECT res.id, res.course_id, res.passed, res.completed_at, res.webhook_id,
            e.id AS employee_id,
@@ -106,6 +115,15 @@ marked AS (
        AND (results.status, results.employee_id) IS DISTINCT FROM (c.new_status, c.employee_id)
     RETURNING results.id
 ),
+-- include: grant_classified
+SELECT id, employee_id, competence_id, inserted FROM granted;
+
+-- name: grant_classified
+-- Not a statement: the grant step that upsert_results and evaluate_results end with, on a
+-- relation `classified` (id, course_id, completed_at, webhook_id, employee_id, new_status).
+-- A new grant never overwrites an existing one; an integration-made grant of a competence that
+-- opted into renewal is extended when a later result gives a later valid_to; a grant revoked
+-- for this result, or revoked after this result was completed, is not re-created.
 candidates AS (
     SELECT DISTINCT ON (c.employee_id, l.competence_id)
            c.employee_id, l.competence_id, l.id AS link_id, c.id AS result_id, c.course_id,
@@ -137,7 +155,8 @@ changing AS (
                 AND (g.source <> 'manual' AND g.valid_to IS NOT NULL
                      AND cand.valid_from + cand.default_valid_days > g.valid_to
                      AND cand.renew_on_completion) IS NOT TRUE)
-)
+),
+granted AS (
 INSERT INTO grants AS g (employee_id, competence_id, valid_from, valid_to, source,
                          course_id, result_id, webhook_id, link_id)
 SELECT employee_id, competence_id, valid_from,
@@ -151,7 +170,8 @@ SET valid_to = excluded.valid_to, source = excluded.source, course_id = excluded
 WHERE g.source <> 'manual'
   AND g.valid_to IS NOT NULL AND excluded.valid_to > g.valid_to
   AND (SELECT renew_on_completion FROM competences WHERE id = g.competence_id)
-RETURNING g.id, g.employee_id, g.competence_id, (xmax = 0) AS inserted;
+RETURNING g.id, g.employee_id, g.competence_id, (xmax = 0) AS inserted
+)
 
 -- name: result_statuses
 -- The status of each given result (for counters and logs).

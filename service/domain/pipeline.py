@@ -97,15 +97,21 @@ def claim_webhooks(conn: psycopg.Connection, events: list[dict]) -> list[dict]:
     return [first[row["webhook_id"]] for row in rows]
 
 
-def record_results(conn: psycopg.Connection, records: list[ResultRecord], source: str) -> dict[str, str]:
-    """Store results (new, or changed and not older); return the status each stored one got."""
+def record_results(conn: psycopg.Connection, records: list[ResultRecord], *, source: str,
+                   tz: str) -> Outcome:
+    """Store results (new, or changed and not older) and grant what they earn, in one statement.
+
+    The outcome's statuses are those of the stored ones (new or changed); the others changed
+    nothing.
+    """
+    out = Outcome()
     latest: dict[str, ResultRecord] = {}
     for rec in records:
         seen = latest.get(rec.id)
         if seen is None or (rec.changed_at or datetime.min) >= (seen.changed_at or datetime.min):
             latest[rec.id] = rec
     if not latest:
-        return {}
+        return out
     # A fixed order makes concurrent batches lock rows in the same order (fewer deadlocks).
     recs = sorted(latest.values(), key=lambda r: r.id)
     courses: dict[int, ResultRecord] = {}
@@ -136,10 +142,19 @@ def record_results(conn: psycopg.Connection, records: list[ResultRecord], source
             "changed_at": [r.changed_at for r in recs],
             "webhook_ids": [r.webhook_id for r in recs],
             "sources": [source] * len(recs),
+            "source": source,
+            "tz": tz,
         },
         prepare=False,  # planned for these values: see evaluate_results
     ).fetchall()
-    return {row["id"]: row["status"] for row in rows}
+    for row in rows:
+        if row["id"] is not None:
+            out.statuses[row["id"]] = row["status"]
+        elif row["inserted"]:
+            out.grants_created += 1
+        else:
+            out.grants_renewed += 1
+    return out
 
 
 def evaluate_results(conn: psycopg.Connection, result_ids: list[str], *, source: str, tz: str) -> Outcome:
@@ -177,15 +192,9 @@ def process_events(conn: psycopg.Connection, events: list[dict], *, tz: str, sou
 
 def apply_results(conn: psycopg.Connection, records: list[ResultRecord], *, source: str, tz: str) -> Outcome:
     """Record results and grant what the new or changed ones earn."""
-    decided = record_results(conn, records, source)
-    # upsert_results stored each one decided by the same rule as evaluate_results; only those
-    # it found granting can earn something, and evaluate_results (which stays the one that
-    # decides, and grants) needs to see only them. The others grant nothing either way.
-    out = evaluate_results(conn, [i for i, status in decided.items() if status == "granted"],
-                           source=source, tz=tz)
+    out = record_results(conn, records, source=source, tz=tz)
     out.results = len(records)
-    out.unchanged = len({r.id for r in records}) - len(decided)
-    out.statuses = decided
+    out.unchanged = len({r.id for r in records}) - len(out.statuses)
     return out
 
 
