@@ -125,6 +125,11 @@ def cpu_usage(before: dict, after: dict, sessions: dict[str, int]) -> dict:
             "machine_capacity_s": round(after["total"] - before["total"], 2), "by_component": out}
 
 
+def busy_pct(cpu: dict) -> int:
+    """How busy the machine was (every process and the kernel), in % of a cpu_usage() span."""
+    return round(100 * cpu["machine_busy_s"] / max(cpu["machine_capacity_s"], 1))
+
+
 # --- databases --------------------------------------------------------------------------------
 
 

@@ -5,6 +5,8 @@ import json
 import math
 from pathlib import Path
 
+from bench.common import busy_pct
+
 
 def _met(value, op: str, target: float):
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -192,7 +194,7 @@ def _notes(results: dict, cpus: int = 2) -> list[str]:
                    "as the sender runs, and so does every latency." if lim["max_rate_all_cores"]
                    and lim["max_rate_all_cores"] <= lim["measured_at_rate"] else
                    f"; {lim['measured_at_rate']:,}/s keeps the machine "
-                   f"{round(100 * lat['cpu']['machine_busy_s'] / max(lat['cpu']['machine_capacity_s'], 1))} % busy "
+                   f"{busy_pct(lat['cpu'])} % busy "
                    "(every process and the kernel), where waits in front of the web process, for the GIL in "
                    "each of its processes and for the CPU decide the tail: the p99 moves with how fast this "
                    "shared machine runs at the time."))

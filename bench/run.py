@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bench import data
-from bench.common import ROOT, Run, say
+from bench.common import ROOT, Run, busy_pct, say
 
 RESULTS = Path(__file__).with_name("results")
 
@@ -135,7 +135,7 @@ def part_latency(run: Run, cfg: dict, results: dict, template: str) -> None:
     median = sorted(runs, key=lambda r: r["p99_ms"])[len(runs) // 2]
     results["latency"] = dict(median, runs=[
         {k: r[k] for k in ("p50_ms", "p99_ms", "answer_p99_ms", "granted_seen", "grant_webhooks")}
-        | {"machine_busy_pct": round(100 * r["cpu"]["machine_busy_s"] / max(r["cpu"]["machine_capacity_s"], 1))}
+        | {"machine_busy_pct": busy_pct(r["cpu"])}
         for r in runs])
     # The same path at a rate this machine sustains: the pipeline's own latency, for context.
     say(f"part 4b: latency at {cfg['latency_low_rate']:,}/s for {cfg['latency_low_seconds']}s (context)")

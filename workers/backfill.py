@@ -92,11 +92,8 @@ class PageReader:
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] == number:
             return self._wait(ahead[1])
-        if ahead is not None:  # another page was read ahead (cannot happen in order): drop it
-            try:
-                self._wait(ahead[1])
-            except Exception:  # noqa: BLE001 - that page is not needed; its error is not ours
-                pass
+        # Not read ahead (or another page was, which in-order reading never does: its result,
+        # or error, is not needed). The one reading thread fetches this page after it.
         return self._wait(self._start(number))
 
     def close(self) -> None:
@@ -380,7 +377,7 @@ class BackfillWorker(BatchWorker):
             raise Stopping()
 
     def flush(self) -> None:
-        batch, self._buffer = self._buffer, []
+        batch = self._take_buffer()
         for delivery in batch:
             if self.stopping.is_set():
                 return  # unacked: delivered again after the restart

@@ -122,16 +122,19 @@ class BatchWorker:
                         self._consume(broker)
                     channel.close()
             except broker_errors() as exc:
-                self._buffer.clear()  # unacked: the broker delivers them again
+                self._take_buffer()  # dropped unacked: the broker delivers them again
                 self._abandon_inflight()  # its commit stands; its redelivery is dropped as a duplicate
                 log.warning("broker connection lost (%s); reconnecting", exc.__class__.__name__)
                 self._sleep(1.0)
 
     def _on_message(self, body, message) -> None:
-        if not self._buffer:
-            self._buffered_events = 0  # the buffer was taken since the last message
         self._buffer.append(Delivery(body, message))
-        self._buffered_events += len(body) if isinstance(body, list) else 1
+        self._buffered_events += len(messaging.unpack(body))
+
+    def _take_buffer(self) -> list[Delivery]:
+        """Take every buffered delivery (the next batch starts empty)."""
+        batch, self._buffer, self._buffered_events = self._buffer, [], 0
+        return batch
 
     def _consume(self, broker: Connection) -> None:
         overlap = type(self).flush is BatchWorker.flush
@@ -166,7 +169,7 @@ class BatchWorker:
 
     def _start_commit(self) -> None:
         """Hand the buffered batch to the committing thread."""
-        batch, self._buffer = self._buffer, []
+        batch = self._take_buffer()
         bodies, poison = self._split(batch)
         self._inflight = (self._committer.submit(self._commit, bodies, poison), batch)
 
@@ -229,7 +232,7 @@ class BatchWorker:
 
     def flush(self) -> None:
         """Process the buffered batch: commit, then ack."""
-        batch, self._buffer = self._buffer, []
+        batch = self._take_buffer()
         bodies, poison = self._split(batch)
         dead = self._commit(bodies, poison)
         if batch:
