@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from service import messaging
+from service import db, messaging
 from service.db.migrate import available
 from service.messaging import Publisher
 from tests.conftest import ADMIN_URL
@@ -134,3 +134,17 @@ def test_pooled_connections_plan_with_ssd_costs_and_keep_the_urls_own_options(da
         settings = conn.execute("SELECT current_setting('work_mem') AS w, "
                                 "current_setting('random_page_cost') AS r").fetchone()
         assert (settings["w"], settings["r"]) == ("5MB", "1.1")
+
+
+def test_results_are_looked_up_by_email_only_through_the_unmatched_index(conn):
+    # 0002 dropped the full email index (one entry per stored result, read by no query); every
+    # lookup of results by email asks for unmatched ones, which the partial index serves.
+    names = {r["indexname"] for r in conn.execute(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = 'public' AND tablename = 'results'")}
+    assert "results_email_normalized_idx" not in names
+    assert "results_unmatched_idx" in names
+    conn.execute("SET enable_seqscan = off")
+    for name, params in [("unmatched_result_ids_for_email", {"email_normalized": "a@x.se"}),
+                         ("admin_unmatched_result_ids_for_emails", {"emails": ["a@x.se"]})]:
+        plan = "\n".join(r["QUERY PLAN"] for r in conn.execute("EXPLAIN " + db.q(name), params))
+        assert "results_unmatched_idx" in plan, (name, plan)
