@@ -9,6 +9,15 @@ are upserted, grants never duplicated), so a second run changes nothing either. 
 commits, the next one is read from the API (PageReader); a page read ahead is only ever kept in
 memory, so the checkpoint alone says where a run resumes.
 
+Two pages are stored at once, on two connections (`Backfill._commit_pages`), and still commit
+in order: page n+1 moves the checkpoint only after page n's transaction ended (a
+transaction-level advisory lock per page, `_turn_key`), so the checkpoint keeps its meaning.
+A page that shares an employee or a result with the page before it waits for that page before
+it stores anything, because both would lock the same rows. Should two pages still wait for
+each other (a deadlock PostgreSQL breaks by aborting one), nothing of the aborted page is
+kept and the run goes on from the checkpoint one page at a time. The grants counted in the
+checkpoint are added up in the database, where the pages commit in order.
+
 Phases (`backfill_checkpoint.phase`):
   api     pages 1..N of `GET /API/courses/{id}/results` (the page size is fixed in the
           checkpoint, so a resumed run reads the same offsets);
@@ -41,7 +50,8 @@ import logging
 import queue
 import threading
 import time
-from concurrent.futures import Future
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -52,6 +62,7 @@ from psycopg_pool import ConnectionPool
 from service import db, messaging
 from service.config import Settings
 from service.domain.pipeline import apply_course_status, apply_results, evaluate_results
+from service.domain.rules import normalize_email
 from service.infocaption.client import CourseGone, InfoCaptionClient, InfoCaptionError, Page
 from service.metrics import GRANTS
 from workers.base import BACKOFF_CAP_S, BACKOFF_FIRST_S, BatchWorker, is_transient
@@ -61,6 +72,13 @@ log = logging.getLogger(__name__)
 PAGE_SIZE = 500
 MAX_PASSES = 3
 LOCK_NAMESPACE = 7_413_005  # advisory lock (namespace, link id): one runner per link
+
+
+def _turn_key(link_id: int, sent: int) -> int:
+    """A transaction-level advisory lock (bigint, negative: apart from every other key here)
+    that page number `sent` of a run holds from its start; the next page takes it before it
+    moves the checkpoint, so it commits only after its predecessor ended."""
+    return -(((link_id & 0x7FFFFFFFFF) << 20) | (sent & 0xFFFFF)) - 1
 
 
 class PageReader:
@@ -199,26 +217,20 @@ class Backfill:
         size = cp["page_size"]
         reader = PageReader(lambda n: self.client.results_page(course, n, size), self.pause)
         try:
-            # One connection for every page (a transaction each): no pool check per page.
-            with self.pool.connection() as conn:
-                while cp["phase"] == "api":
-                    page = reader.get(cp["page"])
-                    if not page.last:
-                        # The checkpoint will point to the next page: read it while this one
-                        # commits.
-                        reader.read_ahead(cp["page"] + 1)
-                    cp = self._commit_page(conn, link_id, cp, page)
-        except CourseGone as gone:
+            stopped = None
+            if cp["phase"] == "api":
+                cp, stopped = self._commit_pages(link_id, cp, reader)
+        finally:
+            reader.close()
+        if isinstance(stopped, CourseGone):
             # The course was deleted: note it (as the catalog refresh would) and decide what is
             # stored; the history InfoCaption no longer serves cannot be read.
             cp = self._course_gone(link_id, cp, course)
-            state, error = "failed", str(gone)
-        except InfoCaptionError as exc:
-            self._fail(link_id, f"InfoCaption: {exc}")
-            log.warning("backfill of link %s stopped: %s (resumable)", link_id, exc)
+            state, error = "failed", str(stopped)
+        elif stopped is not None:
+            self._fail(link_id, f"InfoCaption: {stopped}")
+            log.warning("backfill of link %s stopped: %s (resumable)", link_id, stopped)
             return self._load(link_id)
-        finally:
-            reader.close()
         while cp["phase"] == "stored":
             cp = self._commit_stored_chunk(link_id, cp, dict(course, competence_id=link["competence_id"]))
         return self._finish(link_id, course["id"], cp, state, error)
@@ -243,17 +255,86 @@ class Backfill:
         self.on_progress(link)
         return link
 
-    # --- one page, one transaction ------------------------------------------------------------
+    # --- the pages: two in flight, committed in order -------------------------------------------
 
-    def _locked_link(self, conn: psycopg.Connection, link_id: int, expected: dict) -> dict:
-        link = conn.execute(db.q("backfill_link"), {"link_id": link_id}).fetchone()
-        if link is None:
-            raise CheckpointMoved(f"link {link_id} was deleted during its backfill")
-        if link["backfill_checkpoint"] != expected:
-            raise CheckpointMoved(f"link {link_id}: the checkpoint moved under this runner")
-        return link
+    def _commit_pages(self, link_id: int, cp: dict, reader: PageReader) -> tuple[dict, Exception | None]:
+        """Commit the API pages from the checkpoint on.
 
-    def _commit_page(self, conn: psycopg.Connection, link_id: int, cp: dict, page: Page) -> dict:
+        Returns the checkpoint after the last committed page, and the CourseGone or
+        InfoCaptionError that stopped the reading (None when every page was committed).
+
+        Two pages are in flight at once, on two connections (a transaction each, committed by
+        a thread each): PostgreSQL stores one page while the next is sent and stored. Page n+1
+        moves the checkpoint only after page n ended (`_turn_key`), so the checkpoint still
+        names the next page to commit and a stopped run resumes exactly as before. Pages that
+        share employees can wait for each other's grants: PostgreSQL then aborts one (deadlock
+        detected), and the run goes on from the checkpoint one page at a time.
+        """
+        inflight: deque[tuple[dict, Future]] = deque()  # (checkpoint before the page, commit)
+        sent = 0  # pages sent so far; they use the two connections in turn
+        limit = 2  # pages in flight
+        last_keys: set = set()  # what the page sent last touches
+        with self.pool.connection() as first, self.pool.connection() as second, \
+                ThreadPoolExecutor(max_workers=2, thread_name_prefix="backfill-commit") as pool:
+            conns = (first, second)
+            try:
+                while True:
+                    if cp["phase"] == "api" and len(inflight) < limit:
+                        try:
+                            page = reader.get(cp["page"])
+                        except (CourseGone, InfoCaptionError) as exc:
+                            while inflight:  # what is in flight commits first
+                                cp = self._settled(inflight.popleft()[1])
+                            return cp, exc
+                        if not page.last:
+                            # The checkpoint will point to the next page: read it meanwhile.
+                            reader.read_ahead(cp["page"] + 1)
+                        nxt = self._next_checkpoint(link_id, cp, page)
+                        keys = _rows_touched(page)
+                        started = threading.Event()
+                        inflight.append((cp, pool.submit(
+                            self._commit_page, conns[sent % 2], link_id, cp, nxt, page,
+                            turn=_turn_key(link_id, sent),
+                            after=_turn_key(link_id, sent - 1) if inflight else None,
+                            # Pages that share an employee or a result would lock the same rows:
+                            # this one then waits for its turn before it stores anything.
+                            wait_first=bool(inflight and keys & last_keys), started=started)))
+                        sent, last_keys = sent + 1, keys
+                        while not started.wait(0.05) and not inflight[-1][1].done():
+                            pass  # the page holds its turn before the next may wait for it
+                        cp = nxt
+                        continue
+                    if not inflight:
+                        return cp, None
+                    before, commit = inflight.popleft()
+                    try:
+                        done = self._settled(commit)
+                    except psycopg.errors.DeadlockDetected:
+                        if limit == 1:
+                            raise
+                        # The pages before it committed; the one after it cannot (its turn
+                        # comes after this one, which rolled back).
+                        for _, later in inflight:
+                            later.exception()
+                        inflight.clear()
+                        log.info("backfill of link %s: its pages wait for each other's rows; one "
+                                 "page at a time from page %s on", link_id, before["page"])
+                        cp, limit = before, 1
+                        continue
+                    if not inflight:
+                        cp = done  # the same position, with the grants counted in the database
+            finally:
+                for _, commit in inflight:  # no transaction left open on a returned connection
+                    commit.exception()
+
+    def _settled(self, future: Future) -> dict:
+        """The checkpoint a committed page wrote (or what stopped it, raised)."""
+        row, created = future.result()
+        GRANTS.labels(source="backfill").inc(created)
+        self.on_progress(row)
+        return row["backfill_checkpoint"]
+
+    def _next_checkpoint(self, link_id: int, cp: dict, page: Page) -> dict:
         nxt = dict(cp, skipped=cp["skipped"] + page.skipped, last_total=page.total_hits)
         if cp["last_total"] is not None and page.total_hits < cp["last_total"]:
             nxt["shrank"] = True
@@ -265,10 +346,31 @@ class Backfill:
             nxt.update({"pass": cp["pass"] + 1, "page": 1, "shrank": False, "last_total": None})
         else:
             nxt.update({"phase": "stored", "after_id": ""})
+        return nxt
+
+    # --- one page, one transaction ------------------------------------------------------------
+
+    def _locked_link(self, conn: psycopg.Connection, link_id: int, expected: dict) -> dict:
+        link = conn.execute(db.q("backfill_link"), {"link_id": link_id}).fetchone()
+        if link is None:
+            raise CheckpointMoved(f"link {link_id} was deleted during its backfill")
+        if _position(link["backfill_checkpoint"]) != _position(expected):
+            raise CheckpointMoved(f"link {link_id}: the checkpoint moved under this runner")
+        return link
+
+    def _commit_page(self, conn: psycopg.Connection, link_id: int, cp: dict, nxt: dict, page: Page,
+                     *, turn: int, after: int | None, wait_first: bool = False,
+                     started: threading.Event) -> tuple[dict, int]:
+        """Store one page and move the checkpoint from `cp` to `nxt`; return (progress, grants)."""
         ids = list(dict.fromkeys(r.id for r in page.items))
         tz = self.settings.time_zone
         with conn.transaction():
-            self._locked_link(conn, link_id, cp)
+            try:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (turn,))
+            finally:
+                started.set()
+            if after is not None and wait_first:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (after,))
             out = apply_results(conn, page.items, source="backfill", tz=tz)
             statuses = out.statuses
             # Results stored before (by webhook, before the link existed) come back unchanged
@@ -279,17 +381,17 @@ class Backfill:
                 created += evaluate_results(conn, unchanged, source="backfill", tz=tz).grants_created
                 statuses = dict(statuses, **{r["id"]: r["status"] for r in conn.execute(
                     db.q("result_statuses"), {"ids": unchanged}).fetchall()})
-            nxt["grants_created"] = cp["grants_created"] + created
+            if after is not None and not wait_first:  # the previous page's turn first
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (after,))
+            self._locked_link(conn, link_id, cp)
             # Every result of the page as it stands now, counted once (as stored rows would be).
             decided = [statuses[i] for i in ids if i in statuses]
             row = conn.execute(db.q("backfill_page_progress"), {
                 "link_id": link_id, "decided": len(decided), "skipped": page.skipped,
                 "granted": decided.count("granted"), "unmatched": decided.count("unmatched"),
-                "total": page.total_hits, "checkpoint": Jsonb(nxt),
+                "total": page.total_hits, "checkpoint": Jsonb(nxt), "created": created,
             }).fetchone()
-        GRANTS.labels(source="backfill").inc(created)
-        self.on_progress(dict(row, backfill_checkpoint=nxt))
-        return nxt
+        return row, created
 
     def _commit_stored_chunk(self, link_id: int, cp: dict, course: dict) -> dict:
         tz = self.settings.time_zone
@@ -422,3 +524,15 @@ class BackfillWorker(BatchWorker):
                         continue
                     raise
                 return
+
+
+def _rows_touched(page: Page) -> set[tuple[str, str]]:
+    """The employees (by normalised email) and results a page's transaction may lock."""
+    return {("email", normalize_email(r.email)) for r in page.items} | {("result", r.id) for r in page.items}
+
+
+def _position(checkpoint: object) -> object:
+    """A checkpoint without its running grant count (which the database adds up)."""
+    if isinstance(checkpoint, dict):
+        return {k: v for k, v in checkpoint.items() if k != "grants_created"}
+    return checkpoint

@@ -40,10 +40,12 @@ UPDATE links l
        backfill_unmatched = l.backfill_unmatched + %(unmatched)s,
        backfill_failed = l.backfill_failed + %(decided)s - %(granted)s - %(unmatched)s + %(skipped)s,
        backfill_total = greatest(%(total)s, l.backfill_processed + %(decided)s + %(skipped)s),
-       backfill_checkpoint = %(checkpoint)s
+       -- the grants created so far: added up here, where the pages commit in order
+       backfill_checkpoint = jsonb_set(%(checkpoint)s::jsonb, '{grants_created}', to_jsonb(
+           coalesce((l.backfill_checkpoint ->> 'grants_created')::bigint, 0) + %(created)s))
  WHERE l.id = %(link_id)s
 RETURNING l.backfill_total, l.backfill_processed, l.backfill_granted, l.backfill_unmatched,
-          l.backfill_failed;
+          l.backfill_failed, l.backfill_checkpoint;
 
 -- name: backfill_move_checkpoint
 -- Move a backfill's checkpoint without counting (the sweep over stored results).
