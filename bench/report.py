@@ -225,7 +225,7 @@ def _notes(results: dict, cpus: int = 2) -> list[str]:
             notes.append(
                 f"- **What bounds the backfill:** {lim['cpu_us_per_result']} µs of CPU per result "
                 f"(PostgreSQL {lim['postgresql_us_per_result']} µs, the backfill process "
-                f"{lim['backfill_process_us_per_result']} µs, the rest the simulator); it runs page after page "
-                f"({lim['cores_busy']} cores busy on average). Even spread perfectly over {cpus} cores that is "
+                f"{lim['backfill_process_us_per_result']} µs, the rest the simulator); it stores two pages at once on two "
+                f"connections, committed in order ({lim['cores_busy']} cores busy on average). Even spread perfectly over {cpus} cores that is "
                 f"~{lim['max_rate_all_cores']:,} results/s, {lim['best_possible_ratio']} x the read-only rate.")
     return notes
