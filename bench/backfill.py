@@ -10,6 +10,10 @@ one: `competence-bridge backfill --link L` (workers/backfill.py, the same code t
 worker runs), until the link is done. The baseline reads the same pages with the same client
 and page size (InfoCaptionClient.results_page, 500 a page) and throws them away. Both run as
 processes of the same shape against the same simulator; results per second = N / wall time.
+
+`bench.run --parts 3 --backfill-without-fks` is an experiment, not the product: it drops the
+foreign keys of `results` in the bench's copy of the database first, to measure what their
+per-row checks cost the backfill (the report says so beside the figure).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import psycopg
+from psycopg import sql
 
 from bench import data
 from bench.common import BIN, HOST, Run, cpu_snapshot, cpu_usage, drop_database, free_port, say, wait_port
@@ -146,15 +151,24 @@ def _timed(run: Run, args: list[str], env: dict, label: str, timeout: float,
     return elapsed, cpu
 
 
-def measure(run: Run, template: str, *, results: int, timeout: float = 900) -> dict:
+def measure(run: Run, template: str, *, results: int, without_fks: bool = False, timeout: float = 900) -> dict:
     name, url = run.database("backfill", template)
+    dropped: list[str] = []
     with psycopg.connect(url) as conn:
         conn.execute(data.q("backfill_setup_course"), {"course_id": COURSE_ID, "name": COURSE_NAME})
         link_id = conn.execute(data.q("backfill_setup_link"), {"course_id": COURSE_ID}).fetchone()[0]
+        if without_fks:
+            dropped = [row[0] for row in conn.execute(data.q("backfill_result_foreign_keys"))]
+            for constraint in dropped:
+                conn.execute(sql.SQL("ALTER TABLE results DROP CONSTRAINT {}").format(sql.Identifier(constraint)))
+            if not dropped or conn.execute(data.q("backfill_result_foreign_keys")).fetchall():
+                raise RuntimeError(f"results' foreign keys were not dropped: {dropped}")
     port = free_port()
     sim = run.start([str(BIN / "python"), "-m", "bench.backfill", "serve", "--results", str(results),
                      "--port", str(port)], run.env(url, "unused"), "simulator")
     out: dict = {"results": results, "page_size": PAGE_SIZE}
+    if without_fks:
+        out["experiment"] = {"dropped_foreign_keys": dropped}
     try:
         started = time.monotonic()
         wait_port(port, 600, sim)

@@ -123,3 +123,6 @@ SELECT pg_current_wal_lsn() AS lsn,
 
 -- name: wal_bytes
 SELECT pg_wal_lsn_diff(%(after)s::pg_lsn, %(before)s::pg_lsn) AS bytes;
+
+-- name: backfill_result_foreign_keys
+SELECT conname FROM pg_constraint WHERE conrelid = 'results'::regclass AND contype = 'f' ORDER BY conname;
