@@ -300,8 +300,7 @@ class Backfill:
                             # this one then waits for its turn before it stores anything.
                             wait_first=bool(inflight and keys & last_keys), started=started)))
                         sent, last_keys = sent + 1, keys
-                        while not started.wait(0.05) and not inflight[-1][1].done():
-                            pass  # the page holds its turn before the next may wait for it
+                        started.wait()  # the page holds its turn before the next may wait for it
                         cp = nxt
                         continue
                     if not inflight:
@@ -312,8 +311,8 @@ class Backfill:
                     except psycopg.errors.DeadlockDetected:
                         if limit == 1:
                             raise
-                        # The pages before it committed; the one after it cannot (its turn
-                        # comes after this one, which rolled back).
+                        # The pages before it committed; the one after it cannot: once this
+                        # one rolled back, it finds the checkpoint unmoved (CheckpointMoved).
                         for _, later in inflight:
                             later.exception()
                         inflight.clear()
@@ -361,37 +360,44 @@ class Backfill:
     def _commit_page(self, conn: psycopg.Connection, link_id: int, cp: dict, nxt: dict, page: Page,
                      *, turn: int, after: int | None, wait_first: bool = False,
                      started: threading.Event) -> tuple[dict, int]:
-        """Store one page and move the checkpoint from `cp` to `nxt`; return (progress, grants)."""
+        """Store one page and move the checkpoint from `cp` to `nxt`; return (progress, grants).
+
+        `started` is set once the page holds its turn, or failed before it could."""
         ids = list(dict.fromkeys(r.id for r in page.items))
-        tz = self.settings.time_zone
-        with conn.transaction():
-            try:
+        try:
+            with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (turn,))
-            finally:
                 started.set()
-            if after is not None and wait_first:
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (after,))
-            out = apply_results(conn, page.items, source="backfill", tz=tz)
-            statuses = out.statuses
-            # Results stored before (by webhook, before the link existed) come back unchanged
-            # and were not decided above; decide them for the new link too.
-            unchanged = [i for i in ids if i not in statuses]
-            created = out.grants_created
-            if unchanged:
-                created += evaluate_results(conn, unchanged, source="backfill", tz=tz).grants_created
-                statuses = dict(statuses, **{r["id"]: r["status"] for r in conn.execute(
-                    db.q("result_statuses"), {"ids": unchanged}).fetchall()})
-            if after is not None and not wait_first:  # the previous page's turn first
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (after,))
-            self._locked_link(conn, link_id, cp)
-            # Every result of the page as it stands now, counted once (as stored rows would be).
-            decided = [statuses[i] for i in ids if i in statuses]
-            row = conn.execute(db.q("backfill_page_progress"), {
-                "link_id": link_id, "decided": len(decided), "skipped": page.skipped,
-                "granted": decided.count("granted"), "unmatched": decided.count("unmatched"),
-                "total": page.total_hits, "checkpoint": Jsonb(nxt), "created": created,
-            }).fetchone()
-        return row, created
+                if after is not None and wait_first:
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (after,))
+                statuses, created = self._store_page(conn, page, ids)
+                if after is not None and not wait_first:  # the previous page's turn first
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (after,))
+                self._locked_link(conn, link_id, cp)
+                # Every result of the page as it stands now, counted once (as stored rows would be).
+                decided = [statuses[i] for i in ids if i in statuses]
+                row = conn.execute(db.q("backfill_page_progress"), {
+                    "link_id": link_id, "decided": len(decided), "skipped": page.skipped,
+                    "granted": decided.count("granted"), "unmatched": decided.count("unmatched"),
+                    "total": page.total_hits, "checkpoint": Jsonb(nxt), "created": created,
+                }).fetchone()
+            return row, created
+        finally:
+            started.set()
+
+    def _store_page(self, conn: psycopg.Connection, page: Page, ids: list[str]) -> tuple[dict, int]:
+        """Store a page's results and grant what they earn; return (status by id, grants created)."""
+        tz = self.settings.time_zone
+        out = apply_results(conn, page.items, source="backfill", tz=tz)
+        statuses, created = out.statuses, out.grants_created
+        # Results stored before (by webhook, before the link existed) come back unchanged
+        # and were not decided above; decide them for the new link too.
+        unchanged = [i for i in ids if i not in statuses]
+        if unchanged:
+            created += evaluate_results(conn, unchanged, source="backfill", tz=tz).grants_created
+            statuses = dict(statuses, **{r["id"]: r["status"] for r in conn.execute(
+                db.q("result_statuses"), {"ids": unchanged}).fetchall()})
+        return statuses, created
 
     def _commit_stored_chunk(self, link_id: int, cp: dict, course: dict) -> dict:
         tz = self.settings.time_zone
