@@ -50,6 +50,7 @@ class Settings:
     batch_wait_ms: int
     demo: bool
     environment: str = "production"
+    rejected_retention_days: int = 30
     extra: dict = field(default_factory=dict)
 
     @property
@@ -109,4 +110,5 @@ def load(env: dict | None = None) -> Settings:
         batch_wait_ms=_int(env, "BATCH_WAIT_MS", 25),
         demo=demo,
         environment=env.get("ENVIRONMENT", "").strip() or ("demo" if demo else "production"),
+        rejected_retention_days=_int(env, "REJECTED_RETENTION_DAYS", 30),
     )
