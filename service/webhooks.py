@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from datetime import datetime, timezone
 from functools import lru_cache
+from typing import Callable
 
 from flask import Blueprint, current_app, jsonify, request
 from marshmallow import ValidationError
@@ -16,7 +19,7 @@ from service import db
 from service.app import MAX_WEBHOOK_BYTES, services
 from service.messaging import PublishError
 from service.metrics import WEBHOOKS
-from service.schemas import parse_event
+from service.schemas import escape_text, escape_tree, parse_event
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__)
@@ -25,6 +28,40 @@ SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 # What jsonify(status="accepted") answers, serialised once: the hot path answers it per request.
 _ACCEPTED_BODY = b'{"status":"accepted"}\n'
 RETRY_AFTER_S = 5
+MAX_WEBHOOK_ID = 200  # CONTRACT section 3
+# Rejections before the signature is checked (401, 413) come from anyone: all are counted
+# (cb_webhooks_total), but only this many a minute per web process are kept for ops, so that
+# a flood of unsigned requests neither fills rejected_webhooks nor takes the pool's connections.
+UNSIGNED_KEPT_PER_MINUTE = 10
+SAMPLE_KEY = "competence_bridge.unsigned_sample"
+
+
+class UnsignedSample:
+    """Keep at most `per_minute` unsigned rejections a minute (a fixed window per minute)."""
+
+    def __init__(self, per_minute: int = UNSIGNED_KEPT_PER_MINUTE,
+                 clock: Callable[[], float] = time.monotonic):
+        self.per_minute = per_minute
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._window = None
+        self._kept = 0
+
+    def take(self) -> bool:
+        """Tell whether this rejection is kept; counts it in the current minute."""
+        window = int(self.clock() // 60)
+        with self._lock:
+            if window != self._window:
+                self._window, self._kept = window, 0
+            if self._kept >= self.per_minute:
+                return False
+            self._kept += 1
+            return True
+
+
+@bp.record_once
+def _make_sample(state) -> None:
+    state.app.extensions.setdefault(SAMPLE_KEY, UnsignedSample())
 
 
 @lru_cache(maxsize=8)
@@ -44,34 +81,57 @@ def verify_signature(body: bytes, headers: dict[str, str], secrets: tuple[str, .
 
 
 def _kept_headers() -> dict[str, str]:
-    keep = ("webhook-id", "webhook-timestamp", "content-type", "content-length", "user-agent")
-    return {k: request.headers.get(k, "")[:500] for k in keep if k in request.headers}
+    keep = ("webhook-id", "webhook-timestamp", "content-type", "content-length", "user-agent",
+            "transfer-encoding")
+    return {k: escape_text(request.headers.get(k, "")[:500]) for k in keep if k in request.headers}
 
 
 def _reject(status: int, reason: str, errors=None, body: bytes | None = None, webhook_id=None):
-    """Answer a rejected webhook, keeping it for ops; 503 if even that cannot be stored."""
+    """Answer a rejected webhook, keeping it for ops; 503 if even that cannot be stored.
+
+    What is kept is escaped (escape_text): the point of a rejection may be text PostgreSQL
+    cannot hold. Unsigned rejections are kept only as a sample (UnsignedSample).
+    """
     WEBHOOKS.labels(outcome=f"rejected_{status}", type="-").inc()
-    try:
-        with services().pool.connection(timeout=5) as conn:
-            conn.execute(
-                db.q("insert_rejected_webhook"),
-                {
-                    "webhook_id": (webhook_id or None) and webhook_id[:200],
-                    "status": status,
-                    "reason": reason,
-                    "errors": Jsonb(errors) if errors is not None else None,
-                    "headers": Jsonb(_kept_headers()),
-                    "body": body,
-                },
-            )
-    except Exception:  # noqa: BLE001 - the sender must retry: we could not keep it
-        log.exception("could not store a rejected webhook (status %s)", status)
-        return _unavailable("the rejection could not be recorded")
+    webhook_id = escape_text(webhook_id)[:MAX_WEBHOOK_ID] if webhook_id else None
+    errors = escape_tree(errors) if errors is not None else None
+    signed = status not in (401, 413)
+    if signed or current_app.extensions[SAMPLE_KEY].take():
+        try:
+            with services().pool.connection(timeout=5) as conn:
+                conn.execute(
+                    db.q("insert_rejected_webhook"),
+                    {
+                        "webhook_id": webhook_id,
+                        "status": status,
+                        "reason": reason,
+                        "errors": Jsonb(errors) if errors is not None else None,
+                        "headers": Jsonb(_kept_headers()),
+                        "body": body,
+                    },
+                )
+        except Exception:  # noqa: BLE001 - the sender must retry: we could not keep it
+            log.exception("could not store a rejected webhook (status %s)", status)
+            return _unavailable("the rejection could not be recorded")
     log.info("webhook rejected: %s %s", status, reason, extra={"webhook_id": webhook_id, "outcome": "rejected"})
     payload = {"code": status, "message": reason}
     if errors is not None:
         payload["errors"] = errors
     return jsonify(payload), status
+
+
+def _read_body() -> bytes:
+    """Read the body, at most MAX_WEBHOOK_BYTES; RequestEntityTooLarge beyond, chunked or not.
+
+    Werkzeug stops a body without Content-Length (chunked) at the limit and returns what it
+    read, which cannot be told from a body of exactly the limit: read one byte more than
+    allowed and refuse the body if it comes.
+    """
+    request.max_content_length = MAX_WEBHOOK_BYTES + 1
+    body = request.get_data(cache=False)
+    if len(body) > MAX_WEBHOOK_BYTES:
+        raise RequestEntityTooLarge()
+    return body
 
 
 def _unavailable(message: str):
@@ -88,10 +148,8 @@ def receive():
     svc = services()
     webhook_id = request.headers.get("webhook-id", "")
     try:
-        body = request.get_data(cache=False)
+        body = _read_body()
     except RequestEntityTooLarge:
-        return _reject(413, f"body over {MAX_WEBHOOK_BYTES // 1024} KiB", webhook_id=webhook_id)
-    if len(body) > MAX_WEBHOOK_BYTES:
         return _reject(413, f"body over {MAX_WEBHOOK_BYTES // 1024} KiB", webhook_id=webhook_id)
 
     headers = {k: request.headers.get(k, "") for k in SIGNATURE_HEADERS}
@@ -99,6 +157,10 @@ def receive():
         return _reject(401, "missing, malformed or wrong signature, or timestamp outside ±300 s",
                        webhook_id=webhook_id)
 
+    if len(webhook_id) > MAX_WEBHOOK_ID or escape_text(webhook_id) != webhook_id:
+        return _reject(400, "the webhook-id header does not fit",
+                       errors={"webhook-id": [f"at most {MAX_WEBHOOK_ID} characters of text"]},
+                       body=body, webhook_id=webhook_id)
     try:
         parsed = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurd nesting
