@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates, validates_schema
 
-from service.domain.rules import normalize_email
+from service.domain.rules import email_shape_problem
 
 RESULT_TYPES = frozenset({"course.completed"})
 COURSE_TYPES = frozenset({"course.published", "course.unpublished", "course.deleted"})
@@ -121,10 +121,9 @@ class UserSchema(_Base):
 
     @validates_schema
     def _email_shape(self, data, **kwargs):
-        email = normalize_email(data.get("email", ""))
-        local, at, domain = email.partition("@")
-        if not (local and at and domain) or any(c.isspace() for c in email):
-            raise ValidationError("not an email address", "email")
+        problem = email_shape_problem(data.get("email", ""))
+        if problem:
+            raise ValidationError(problem, "email")
 
 
 class ResultDataSchema(_Base):

@@ -53,13 +53,16 @@ def Bool(**kwargs) -> fields.Boolean:
 
 
 def email_shape(value: str) -> None:
-    """Refuse what cannot be an email address (the same loose test as the webhook's)."""
-    from service.domain.rules import normalize_email
+    """Refuse what cannot be an employee's email: not an address, or one that matches nobody."""
+    from service.domain.rules import email_shape_problem, unmatchable_reason
 
-    email = normalize_email(value)
-    local, at, domain = email.partition("@")
-    if not (local and at and domain) or any(c.isspace() for c in email) or "@" in domain:
-        raise ma.ValidationError("not an email address")
+    problem = email_shape_problem(value)
+    if problem:
+        raise ma.ValidationError(problem)
+    reason = unmatchable_reason(value)
+    if reason:
+        # Rule 2 (docs of service/domain/rules.py): no result would ever match this employee.
+        raise ma.ValidationError(f"this address can match no result: {reason}")
 
 
 class IdConverter(IntegerConverter):

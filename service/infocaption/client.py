@@ -29,6 +29,7 @@ from typing import Callable, Iterator
 import requests
 
 from service.domain.pipeline import ResultRecord
+from service.domain.rules import email_shape_problem
 from service.metrics import INFOCAPTION_BAD_RECORDS
 from service.observability import mask_email
 
@@ -409,8 +410,7 @@ def _parse_result(raw, course: dict) -> ResultRecord | None:
         if not isinstance(user, dict):
             raise _Bad("user is missing")
         email = _text(user.get("email"), "user.email", required=True)
-        local, at, domain = email.strip().partition("@")
-        if not (local and at and domain) or any(c.isspace() for c in email.strip()):
+        if email_shape_problem(email):
             raise _Bad("user.email is not an email address")
         passed = raw.get("passed")
         if not isinstance(passed, bool):
