@@ -187,3 +187,61 @@ def receive():
         return _unavailable("the queue is unavailable; retry later")
     WEBHOOKS.labels(outcome="accepted", type=event["type"]).inc()
     return current_app.response_class(_ACCEPTED_BODY, 202, mimetype="application/json")
+
+
+def _answer(description: str, *, retry_after: bool = False) -> dict:
+    answer = {"description": description,
+              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    if retry_after:
+        answer["headers"] = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
+    return answer
+
+
+def document(spec, app) -> None:
+    """Describe POST /webhooks/infocaption in the OpenAPI document (CONTRACT section 3)."""
+    rule = next(r for r in app.url_map.iter_rules() if r.endpoint == f"{bp.name}.receive")
+    header = lambda name, description: {  # noqa: E731
+        "in": "header", "name": name, "required": True, "description": description,
+        "schema": {"type": "string"}}
+    spec.path(rule=rule, operations={"post": {
+        "tags": ["webhooks"],
+        "summary": "Take one InfoCaption webhook (Standard Webhooks signature)",
+        "description": (
+            "Signed by InfoCaption, not by a bearer token: the signature covers "
+            "`{webhook-id}.{webhook-timestamp}.{raw body}` (HMAC-SHA256 with a secret of "
+            "INFOCAPTION_WEBHOOK_SECRETS). Types `course.completed`, `course.published`, "
+            "`course.unpublished`, `course.deleted`; other types are answered 202 and ignored; "
+            "unknown fields are ignored. Rejected webhooks are kept for ops "
+            "(GET /api/v1/ops/rejected-webhooks)."),
+        "security": [],
+        "parameters": [
+            header("webhook-id", f"the message id, at most {MAX_WEBHOOK_ID} characters; "
+                                 "a repeated id is processed once"),
+            header("webhook-timestamp", "Unix seconds; more than 300 s from the server clock is refused"),
+            header("webhook-signature", "`v1,<base64 HMAC-SHA256>`, several separated by spaces"),
+        ],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["type", "timestamp", "data"],
+            "description": f"at most {MAX_WEBHOOK_BYTES // 1024} KiB",
+            "properties": {
+                "type": {"type": "string", "example": "course.completed"},
+                "timestamp": {"type": "string", "format": "date-time"},
+                "data": {"type": "object", "description": (
+                    "course.completed: resultId, course {id, name, guideType}, user {email, "
+                    "firstName, lastName}, passed, score, completedAt (2000-01-01 to one day "
+                    "ahead); the other types: course {id, name, guideType}")},
+            }}}}},
+        "responses": {
+            "202": {"description": "accepted (durably queued) or ignored (unknown type)",
+                    "content": {"application/json": {"schema": {
+                        "type": "object", "properties": {"status": {"type": "string",
+                                                                    "enum": ["accepted", "ignored"]}}}}}},
+            "400": _answer("not JSON, not the schema, text that is not valid Unicode (lone "
+                           "surrogates, NUL), a webhook-id over 200 characters or an implausible "
+                           "completedAt; field errors in `errors`"),
+            "401": _answer("missing, malformed or wrong signature, or a stale or future timestamp"),
+            "413": _answer(f"body over {MAX_WEBHOOK_BYTES // 1024} KiB, with or without Content-Length"),
+            "503": _answer("the queue or the database is unreachable; nothing was stored",
+                           retry_after=True),
+        },
+    }})

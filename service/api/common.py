@@ -4,12 +4,14 @@ from __future__ import annotations
 import http
 import logging
 from contextlib import contextmanager
+from datetime import date, datetime, timezone
 from functools import wraps
 
 import marshmallow as ma
 import psycopg
 from flask_smorest import Blueprint, abort
 from marshmallow import fields, validate
+from psycopg.types.datetime import DateLoader, TimestamptzLoader
 from psycopg_pool import PoolTimeout
 from werkzeug.routing import IntegerConverter
 
@@ -165,6 +167,42 @@ def paged(page: admin.Page, pagination_parameters) -> list[dict]:
     return page.items
 
 
+def _before_year_1(data) -> bool:
+    text = bytes(data)
+    return text.startswith(b"-") or text.endswith(b"BC")
+
+
+class ClampedDateLoader(DateLoader):
+    """A date Python cannot hold (after 9999, BC, infinity) reads as date.max or date.min."""
+
+    def load(self, data):
+        try:
+            return super().load(data)
+        except psycopg.DataError:
+            return date.min if _before_year_1(data) else date.max
+
+
+class ClampedTimestamptzLoader(TimestamptzLoader):
+    """A timestamptz Python cannot hold reads as the first or last instant it can."""
+
+    def load(self, data):
+        try:
+            return super().load(data)
+        except psycopg.DataError:
+            moment = datetime.min if _before_year_1(data) else datetime.max
+            return moment.replace(tzinfo=timezone.utc)
+
+
+def readable_dates(conn: psycopg.Connection) -> None:
+    """Read out-of-range dates on this connection clamped, so a list never fails on one row.
+
+    PostgreSQL holds dates up to year 294276 and infinity; Python's stop at 9999. A row kept
+    from an absurd input (a year-9999 completion plus a validity) must still be listed.
+    """
+    conn.adapters.register_loader("date", ClampedDateLoader)
+    conn.adapters.register_loader("timestamptz", ClampedTimestamptzLoader)
+
+
 @contextmanager
 def refusals():
     """Turn the domain's refusals into 404, 409 and 422 answers."""
@@ -186,6 +224,7 @@ def transaction(view):
     def wrapper(*args, **kwargs):
         with refusals():
             with services().pool.connection() as conn:
+                readable_dates(conn)
                 return view(conn, *args, **kwargs)
     return wrapper
 
