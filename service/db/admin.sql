@@ -217,6 +217,13 @@ VALUES (%(grant_id)s, %(employee_id)s, %(competence_id)s, %(result_id)s, %(valid
 RETURNING id, grant_id, employee_id, competence_id, result_id, valid_from, valid_to, reason,
           revoked_by, revoked_at;
 
+-- name: admin_grant_revocation_of_grant
+-- The revocation of a grant that is gone, if it was revoked (a second revocation is a 409).
+SELECT id, reason, revoked_by, revoked_at FROM grant_revocations
+ WHERE grant_id = %(grant_id)s
+ ORDER BY id DESC
+ LIMIT 1;
+
 -- name: admin_unmatched_count
 -- How many emails have kept results that matched nobody.
 SELECT count(DISTINCT email_normalized) AS total FROM results
