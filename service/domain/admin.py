@@ -151,16 +151,21 @@ def create_link(conn: psycopg.Connection, course_id: int, competence_id: int, *,
     """Link a published course to a leaf competence and queue its backfill (rule 4)."""
     course = conn.execute(db.q("admin_course_get"), {"id": course_id}).fetchone()
     if course is None:
-        raise Invalid(f"course {course_id} is not in the catalog",
-                      {"course_id": ["not in the catalog"]})
+        raise Invalid(
+            f"course {course_id} is not in the catalog: InfoCaption has not published it, or the "
+            "catalog has not been refreshed since (the scheduler reads it periodically)",
+            {"course_id": ["not in the catalog"]})
+    named = f"course {course_id} ({course['name']})"
     if not is_course(course["guide_type"]):
         raise Invalid(
-            f"{course_id} is a guide (guideType {course['guide_type']}), not a course; "
+            f"{named} is a guide (guideType {course['guide_type']}), not a course; "
             "only courses (guideType 14 or 18) can be linked",
             {"course_id": [f"a guide (guideType {course['guide_type']}), not a course"]})
     if course["status"] != "published":
-        raise Invalid(f"course {course_id} is not published (status {course['status']})",
-                      {"course_id": [f"not published (status {course['status']})"]})
+        raise Invalid(
+            f"{named} is not published (status {course['status']}); only published courses can "
+            "be linked",
+            {"course_id": [f"not published (status {course['status']})"]})
     comp = conn.execute(db.q("admin_competence_share"), {"id": competence_id}).fetchone()
     if comp is None:
         raise Invalid(f"competence {competence_id} does not exist",
@@ -399,6 +404,13 @@ def revoke_grant(conn: psycopg.Connection, grant_id: int, reason: str, *, actor:
         raise Invalid("a reason is required", {"reason": ["must not be blank"]})
     grant = conn.execute(db.q("admin_grant_delete"), {"id": grant_id}).fetchone()
     if grant is None:
+        earlier = conn.execute(db.q("admin_grant_revocation_of_grant"), {"grant_id": grant_id}).fetchone()
+        if earlier is not None:
+            raise Conflict(
+                f"grant {grant_id} was revoked already, at {earlier['revoked_at'].isoformat()} "
+                f"by {earlier['revoked_by']}",
+                {"revocation_id": [earlier["id"]], "revoked_at": [earlier["revoked_at"].isoformat()],
+                 "revoked_by": [earlier["revoked_by"]], "reason": [earlier["reason"]]})
         raise NotFound(f"grant {grant_id} does not exist")
     revocation = conn.execute(db.q("admin_grant_revocation_insert"), {
         "grant_id": grant["id"], "employee_id": grant["employee_id"],
