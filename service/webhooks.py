@@ -114,10 +114,7 @@ def _reject(status: int, reason: str, errors=None, body: bytes | None = None, we
             log.exception("could not store a rejected webhook (status %s)", status)
             return _unavailable("the rejection could not be recorded")
     log.info("webhook rejected: %s %s", status, reason, extra={"webhook_id": webhook_id, "outcome": "rejected"})
-    payload = {"code": status, "message": reason}
-    if errors is not None:
-        payload["errors"] = errors
-    return jsonify(payload), status
+    return jsonify(code=status, message=reason, errors=errors or {}), status
 
 
 def _read_body() -> bytes:
@@ -136,7 +133,7 @@ def _read_body() -> bytes:
 
 def _unavailable(message: str):
     WEBHOOKS.labels(outcome="unavailable", type="-").inc()
-    response = jsonify(code=503, message=message)
+    response = jsonify(code=503, message=message, errors={})
     response.status_code = 503
     response.headers["Retry-After"] = str(RETRY_AFTER_S)
     return response

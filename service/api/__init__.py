@@ -85,9 +85,10 @@ def init_api(app: Flask) -> Api:
 
     webhooks.document(api.spec, app)
 
-    from service.api import audit, competences, courses, employees, grants, links, ops, unmatched
+    from service.api import (audit, competences, courses, employees, grants, links, ops, rejected,
+                             unmatched)
 
-    for module in (courses, competences, links, employees, grants, unmatched, audit, ops):
+    for module in (courses, competences, links, employees, grants, unmatched, audit, ops, rejected):
         module.register(api)
     auth.check_declared(app)
     app.before_request(auth.authenticate)

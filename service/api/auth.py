@@ -33,6 +33,7 @@ PERMISSION_BY_BLUEPRINT = {
     "unmatched": INTEGRATIONS,
     "audit": INTEGRATIONS,
     "operations": INTEGRATIONS,
+    "rejected": INTEGRATIONS,
     "competences": SETTINGS,
     "employees": SETTINGS,
 }
