@@ -438,6 +438,24 @@ def audit_rows(conn: psycopg.Connection, *, actor: str | None, action: str | Non
                  limit, offset)
 
 
+# --- rejected webhooks ------------------------------------------------------------------------
+
+def _rejected(row: dict) -> dict:
+    body = row["body"]
+    return {**{k: row[k] for k in ("id", "received_at", "webhook_id", "status", "reason", "errors",
+                                  "headers")},
+            "body": None if body is None else bytes(body).decode("utf-8", "backslashreplace"),
+            "body_bytes": None if body is None else len(body)}
+
+
+def list_rejected_webhooks(conn: psycopg.Connection, *, status: int | None, limit: int,
+                           offset: int) -> Page:
+    """Webhooks answered 4xx and kept, newest first; the body as text, bad bytes escaped."""
+    page = _page(conn, "rejected_webhooks", {"status": status}, limit, offset)
+    page.items = [_rejected(r) for r in page.items]
+    return page
+
+
 # --- dead letters -----------------------------------------------------------------------------
 
 def pending_dead_letters(conn: psycopg.Connection) -> dict[str, int]:
