@@ -14,6 +14,7 @@ from service import db
 from service.config import Settings
 from service.messaging import Publisher, PublishError
 from service.observability import init_sentry
+from workers import housekeeping
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class Scheduler:
 
     def default_jobs(self) -> list[Job]:
         jobs = [Job("outbox", 1.0, lambda: relay_outbox(self.pool, self.publisher))]
+        jobs.append(Job("prune_rejected_webhooks", housekeeping.PRUNE_INTERVAL_S, lambda: housekeeping.prune_rejected_webhooks(self.pool, self.settings.rejected_retention_days)))
         try:
             from workers.reconcile import periodic_jobs  # added by the backfill issue
         except ImportError:
