@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# DEMO=1 is the only way into demo mode (the local simulator, the published demo secret);
+# honcho hands it on to the processes of Procfile.demo, which set it too.
+run: export DEMO = 1
 run: $(STAMP)
 	$(BIN)/competence-bridge migrate
 	$(BIN)/competence-bridge seed-demo

@@ -7,7 +7,7 @@ import time
 
 import amqp
 
-from bench.common import BROKER_URL, HOST
+from bench.common import BROKER_URL, HOST, SECRET
 from service import config as config_mod
 from service import messaging
 
@@ -15,7 +15,8 @@ from service import messaging
 def settings(prefix: str) -> config_mod.Settings:
     return config_mod.load({
         "BROKER_URL": BROKER_URL, "QUEUE_PREFIX": prefix, "DATABASE_URL": "postgresql://unused",
-        "INFOCAPTION_BASE_URL": "http://127.0.0.1:9", "INFOCAPTION_WEBHOOK_SECRETS": "whsec_eA==",
+        "INFOCAPTION_BASE_URL": "http://127.0.0.1:9", "INFOCAPTION_WEBHOOK_SECRETS": SECRET,
+        "INFOCAPTION_CLIENT_ID": "bench", "INFOCAPTION_CLIENT_SECRET": "bench",
     })
 
 

@@ -1,18 +1,25 @@
 """Settings from environment variables, read in one place (CONTRACT section 6)."""
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-# The demo secret is shared with `competence-bridge simulate`; it is only used when
-# INFOCAPTION_BASE_URL is unset, i.e. when the service talks to the local simulator.
+# The demo's settings, published here on purpose: only DEMO=1 uses them (`make run` sets it),
+# and `competence-bridge simulate` signs its webhooks with the same secret.
 DEMO_WEBHOOK_SECRET = "whsec_ZGVtby1zZWNyZXQtY29tcGV0ZW5jZS1icmlkZ2U="
 DEMO_CLIENT_ID = "demo-client"
 DEMO_CLIENT_SECRET = "demo-secret"
 DEMO_SIMULATOR_URL = "http://127.0.0.1:8001"
+# Outside demo mode these must be set: the process stops at start naming the first one missing.
+REQUIRED = ("INFOCAPTION_BASE_URL", "INFOCAPTION_CLIENT_ID", "INFOCAPTION_CLIENT_SECRET",
+            "INFOCAPTION_WEBHOOK_SECRETS")
+MIN_SECRET_BYTES = 24
+_ON, _OFF = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
 
 
 class ConfigError(RuntimeError):
@@ -66,23 +73,45 @@ class Settings:
         return not self.broker_url
 
 
+def _flag(env: dict, name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw not in _ON | _OFF:
+        raise ConfigError(f"{name} must be 1 or 0, got {raw!r}")
+    return raw in _ON
+
+
+def _webhook_secrets(raw: str) -> tuple[str, ...]:
+    """Split and check INFOCAPTION_WEBHOOK_SECRETS; the message never shows a secret."""
+    secrets = tuple(s for s in re.split(r"[\s,]+", raw) if s)
+    for position, secret in enumerate(secrets, start=1):
+        where = f"INFOCAPTION_WEBHOOK_SECRETS (secret {position} of {len(secrets)})"
+        if not secret.startswith("whsec_"):
+            raise ConfigError(f"{where} must start with 'whsec_'")
+        try:
+            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError(f"{where} is not valid base64 after 'whsec_'") from None
+        if len(key) < MIN_SECRET_BYTES:
+            raise ConfigError(f"{where} decodes to {len(key)} bytes; at least "
+                              f"{MIN_SECRET_BYTES} are required")
+    return secrets
+
+
 def load(env: dict | None = None) -> Settings:
     """Read the settings, failing fast with a message that names the variable."""
     env = dict(os.environ if env is None else env)
-    base_url = env.get("INFOCAPTION_BASE_URL", "").strip()
-    demo = not base_url
-    secrets_raw = env.get("INFOCAPTION_WEBHOOK_SECRETS", "").strip()
-    secrets = tuple(s for s in re.split(r"[\s,]+", secrets_raw) if s)
-    if not secrets:
-        if not demo:
+    demo = _flag(env, "DEMO")
+    if not demo:
+        missing = [name for name in REQUIRED if not env.get(name, "").strip()]
+        if missing:
             raise ConfigError(
-                "INFOCAPTION_WEBHOOK_SECRETS is required when INFOCAPTION_BASE_URL is set "
-                "(one or more whsec_... values separated by spaces or commas)"
-            )
-        secrets = (DEMO_WEBHOOK_SECRET,)
-    for secret in secrets:
-        if not secret.startswith("whsec_"):
-            raise ConfigError("INFOCAPTION_WEBHOOK_SECRETS: every secret must start with 'whsec_'")
+                f"{missing[0]} is required"
+                + (f" (so are {', '.join(missing[1:])})" if missing[1:] else "")
+                + "; set DEMO=1 to run the demo against the local simulator instead")
+    base_url = env.get("INFOCAPTION_BASE_URL", "").strip()
+    secrets = _webhook_secrets(env.get("INFOCAPTION_WEBHOOK_SECRETS", "").strip())
+    if not secrets:
+        secrets = (DEMO_WEBHOOK_SECRET,)  # only reached in demo mode (REQUIRED above)
     time_zone = env.get("TIME_ZONE", "").strip() or "Europe/Stockholm"
     try:
         ZoneInfo(time_zone)

@@ -42,12 +42,12 @@ def test_migrate_twice_the_second_run_changes_nothing_and_says_so():
         admin.execute(f'CREATE DATABASE "{name}"')
         try:
             url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-            first = _cli("migrate", env_extra={"DATABASE_URL": url})
+            first = _cli("migrate", env_extra={"DATABASE_URL": url, "DEMO": "1"})
             assert first.returncode == 0, first.stderr
             assert f"{len(available())} migration(s) applied" in first.stdout
             snapshot = _schema_snapshot(url)
             assert any(row[0] == "grants" for row in snapshot)
-            second = _cli("migrate", env_extra={"DATABASE_URL": url})
+            second = _cli("migrate", env_extra={"DATABASE_URL": url, "DEMO": "1"})
             assert second.returncode == 0, second.stderr
             assert "nothing to apply" in second.stdout
             assert _schema_snapshot(url) == snapshot

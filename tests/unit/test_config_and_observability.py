@@ -1,6 +1,7 @@
 """Settings fail fast with clear messages; logs and Sentry never carry emails or tokens."""
 from __future__ import annotations
 
+import base64
 import json
 import logging
 
@@ -11,33 +12,76 @@ from service.messaging import DELIVERY_LIMIT, Topology
 from service.observability import _JsonFormatter, before_send, mask_email, scrub
 
 
-def test_demo_mode_needs_no_settings():
-    s = config.load({})
-    assert s.demo and s.embedded_database and s.embedded_broker
+KEY = "whsec_" + base64.b64encode(b"a secret of twenty-four!").decode()  # 24 bytes
+FULL = {"INFOCAPTION_BASE_URL": "https://kommun.infocaption.com", "INFOCAPTION_CLIENT_ID": "id",
+        "INFOCAPTION_CLIENT_SECRET": "secret", "INFOCAPTION_WEBHOOK_SECRETS": KEY}
+
+
+def test_demo_mode_is_entered_with_demo_1_only():
+    s = config.load({"DEMO": "1"})
+    assert s.demo and s.embedded_database and s.embedded_broker and s.environment == "demo"
     assert s.webhook_secrets == (config.DEMO_WEBHOOK_SECRET,)
+    assert (s.infocaption_base_url, s.infocaption_client_id, s.infocaption_client_secret) == (
+        config.DEMO_SIMULATOR_URL, config.DEMO_CLIENT_ID, config.DEMO_CLIENT_SECRET)
     assert (s.port, s.reconcile_interval_s, s.time_zone) == (8000, 300, "Europe/Stockholm")
 
 
-def test_secrets_are_required_outside_demo_mode():
-    with pytest.raises(config.ConfigError, match="INFOCAPTION_WEBHOOK_SECRETS"):
-        config.load({"INFOCAPTION_BASE_URL": "https://kommun.infocaption.com"})
+def test_nothing_set_is_an_error_naming_the_base_url_not_the_demo():
+    with pytest.raises(config.ConfigError, match="^INFOCAPTION_BASE_URL is required") as err:
+        config.load({})
+    assert "\n" not in str(err.value) and "DEMO=1" in str(err.value)
+
+
+@pytest.mark.parametrize("env", [{"ENVIRONMENT": "production"}, {"DEMO": "0"}, {"DEMO": ""}])
+def test_no_other_setting_enters_demo_mode(env):
+    with pytest.raises(config.ConfigError, match="INFOCAPTION_BASE_URL"):
+        config.load(env)
+
+
+@pytest.mark.parametrize("name", config.REQUIRED)
+def test_each_infocaption_setting_is_required_outside_demo_mode(name):
+    env = {k: v for k, v in FULL.items() if k != name}
+    with pytest.raises(config.ConfigError, match=f"^{name} is required"):
+        config.load(env)
+    s = config.load(FULL)
+    assert not s.demo and s.environment == "production" and s.webhook_secrets == (KEY,)
 
 
 def test_several_secrets_split_on_spaces_and_commas():
-    s = config.load({"INFOCAPTION_BASE_URL": "https://x", "INFOCAPTION_WEBHOOK_SECRETS": "whsec_a, whsec_b whsec_c"})
-    assert s.webhook_secrets == ("whsec_a", "whsec_b", "whsec_c")
+    other = "whsec_" + base64.b64encode(b"x" * 32).decode()
+    s = config.load({**FULL, "INFOCAPTION_WEBHOOK_SECRETS": f"{KEY}, {other} {KEY}"})
+    assert s.webhook_secrets == (KEY, other, KEY)
+
+
+@pytest.mark.parametrize("secret", [
+    "whsec_eA==",                                                # one byte
+    "whsec_" + base64.b64encode(b"x" * 23).decode(),             # 23 bytes
+    "whsec_not base64!",                                         # not base64
+    "whsec_" + base64.b64encode(b"x" * 30).decode()[:-1],        # bad padding
+    "whsec_" + base64.b64encode(b"x" * 30).decode() + "*",       # a stray character
+    "whsec_" + base64.urlsafe_b64encode(b"\xfb" * 30).decode(),  # the URL-safe alphabet
+    "plain",
+])
+def test_a_weak_or_malformed_webhook_secret_stops_the_start(secret):
+    for env in ({**FULL, "INFOCAPTION_WEBHOOK_SECRETS": secret},
+                {"DEMO": "1", "INFOCAPTION_WEBHOOK_SECRETS": secret}):
+        with pytest.raises(config.ConfigError, match="INFOCAPTION_WEBHOOK_SECRETS") as err:
+            config.load(env)
+        assert secret.removeprefix("whsec_") not in str(err.value)  # never print the secret
 
 
 @pytest.mark.parametrize("env, name", [
     ({"PORT": "eighty"}, "PORT"),
     ({"RECONCILE_INTERVAL_S": "0"}, "RECONCILE_INTERVAL_S"),
     ({"TIME_ZONE": "Mars/Olympus"}, "TIME_ZONE"),
-    ({"INFOCAPTION_WEBHOOK_SECRETS": "plain"}, "INFOCAPTION_WEBHOOK_SECRETS"),
     ({"QUEUE_PREFIX": "bad prefix"}, "QUEUE_PREFIX"),
+    ({"DEMO": "maybe"}, "DEMO"),
 ])
 def test_bad_settings_name_the_variable(env, name):
     with pytest.raises(config.ConfigError, match=name):
-        config.load(env)
+        config.load({"DEMO": "1", **env})
+    with pytest.raises(config.ConfigError, match=name):
+        config.load({**FULL, **env})
 
 
 def test_mask_email_keeps_one_letter_and_the_domain():

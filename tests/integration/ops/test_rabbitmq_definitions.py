@@ -28,7 +28,7 @@ def renamed(prefix: str) -> dict:
 
 def test_definitions_declare_exactly_the_services_topology(broker_url):
     prefix = f"cbdefs_{uuid.uuid4().hex[:10]}"
-    settings = config_mod.load({"BROKER_URL": broker_url, "QUEUE_PREFIX": prefix})
+    settings = config_mod.load({"DEMO": "1", "BROKER_URL": broker_url, "QUEUE_PREFIX": prefix})
     defs = renamed(prefix)
     try:
         with messaging.connection(settings) as broker:
@@ -60,7 +60,7 @@ def test_definitions_declare_exactly_the_services_topology(broker_url):
 def test_a_different_argument_is_refused(broker_url):
     """The check above can fail: the broker does refuse a mismatch."""
     prefix = f"cbdefs_{uuid.uuid4().hex[:10]}"
-    settings = config_mod.load({"BROKER_URL": broker_url, "QUEUE_PREFIX": prefix})
+    settings = config_mod.load({"DEMO": "1", "BROKER_URL": broker_url, "QUEUE_PREFIX": prefix})
     queue = renamed(prefix)["queues"][0]
     try:
         with messaging.connection(settings) as broker:

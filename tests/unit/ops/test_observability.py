@@ -53,7 +53,7 @@ class _Exploding(BatchWorker):
 def test_an_unhandled_error_in_a_consumer_thread_is_tagged_with_its_queue():
     transport = sentry_util.start("worker")
     try:
-        worker = _Exploding(config.load({}), pool=None)
+        worker = _Exploding(config.load({"DEMO": "1"}), pool=None)
         thread = threading.Thread(target=worker.handle, args=(None, []))
         thread.start()
         thread.join()
