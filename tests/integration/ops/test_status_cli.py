@@ -20,6 +20,8 @@ def env_of(settings, **override) -> dict:
         "DATABASE_URL": settings.database_url, "BROKER_URL": settings.broker_url,
         "QUEUE_PREFIX": settings.queue_prefix, "INFOCAPTION_BASE_URL": settings.infocaption_base_url,
         "INFOCAPTION_WEBHOOK_SECRETS": " ".join(settings.webhook_secrets),
+        "INFOCAPTION_CLIENT_ID": settings.infocaption_client_id,
+        "INFOCAPTION_CLIENT_SECRET": settings.infocaption_client_secret,
     }
     env.update(override)
     return env

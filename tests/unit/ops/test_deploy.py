@@ -205,7 +205,7 @@ def exposed_metric_names(monkeypatch) -> set[str]:
                     "granted": 0, "unmatched": 0, "failed": 0}]))
     from service import config
 
-    for family in StateCollector(config.load({}), Pool()).collect():
+    for family in StateCollector(config.load({"DEMO": "1"}), Pool()).collect():
         names |= {s.name for s in family.samples}
         if family.type == "gauge":
             names.add(family.name)  # a gauge with no sample at this scrape can still have one
