@@ -13,6 +13,12 @@ WEB_WORKERS = 2
 WEB_THREADS = 8
 
 
+class Refused(click.ClickException):
+    """A request the contract refuses: one line on standard error, exit status 2."""
+
+    exit_code = 2
+
+
 def _settings() -> config_mod.Settings:
     try:
         return config_mod.load()
@@ -114,8 +120,11 @@ def create_token(name: str, permissions: tuple[str, ...]) -> None:
     from service import db, tokens
 
     settings = _settings()
-    with db.connect(_database_url(settings)) as conn:
-        token = tokens.create(conn, name, list(permissions))
+    try:
+        with db.connect(_database_url(settings)) as conn:
+            token = tokens.create(conn, name, list(permissions))
+    except tokens.NameTaken as exc:
+        raise Refused(str(exc)) from None
     click.echo(f"token for {name!r} with {', '.join(permissions)} (store it now; it is not kept):")
     click.echo(token)
 

@@ -10,6 +10,7 @@ import click
 from service.observability import mask_email, scrub_text
 
 BAR_WIDTH = 72
+NOT_RUNNING = 3  # the exit status of `status` when nothing runs (LSB init scripts use 3 too)
 
 
 def _read(settings, database_url: str, recent: int) -> dict:
@@ -90,7 +91,8 @@ def _print(report: dict, recent: int, tz) -> None:
 def status(recent: int, as_json: bool) -> None:
     """Show queue depths, recent grants, unmatched results and running backfills.
 
-    Exits 1 when the database or the broker cannot be reached.
+    Exits 1 when the database or the broker cannot be reached, 3 (as an init script's
+    status does) when nothing runs: the embedded database is not started for a look.
     """
     from service import config as config_mod
     from service import db
@@ -99,6 +101,11 @@ def status(recent: int, as_json: bool) -> None:
         settings = config_mod.load()
     except config_mod.ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    if settings.embedded_database and not db.embedded_database_running(settings):
+        message = (f"nothing runs: the embedded database under {settings.data_dir} is not running "
+                   "(`make run` starts the demo; a deployment sets DATABASE_URL)")
+        click.echo(json.dumps({"running": False, "message": message}) if as_json else message)
+        sys.exit(NOT_RUNNING)
     report = _read(settings, db.database_url(settings), recent)
     if as_json:
         click.echo(json.dumps(report, default=str, ensure_ascii=False))

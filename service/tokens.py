@@ -13,6 +13,10 @@ PERMISSIONS = ("administer_competence_integrations", "administer_competence_sett
 PREFIX = "cbt_"
 
 
+class NameTaken(ValueError):
+    """An active token has this name already (CONTRACT section 6: refused, not replaced)."""
+
+
 def hash_token(token: str) -> str:
     """Return the stored form of a token."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -24,10 +28,17 @@ def create(conn: psycopg.Connection, name: str, permissions: list[str], actor: s
     if unknown:
         raise ValueError(f"unknown permission(s): {', '.join(unknown)}")
     token = PREFIX + secrets.token_urlsafe(32)
-    row = conn.execute(
-        db.q("insert_token"),
-        {"name": name, "token_hash": hash_token(token), "permissions": sorted(set(permissions))},
-    ).fetchone()
+    try:
+        with conn.transaction():  # a savepoint: the caller's transaction survives a refusal
+            row = conn.execute(
+                db.q("insert_token"),
+                {"name": name, "token_hash": hash_token(token), "permissions": sorted(set(permissions))},
+            ).fetchone()
+    except psycopg.errors.UniqueViolation:
+        # api_tokens_active_name_idx: one active token per name, checked by the database so
+        # that two commands at once cannot both take it.
+        raise NameTaken(f"a token named {name!r} exists already; revoke it first "
+                        "(competence-bridge revoke-token --name …) or choose another name") from None
     conn.execute(
         db.q("insert_audit"),
         {"actor": actor, "action": "token.create", "target": f"token:{row['id']}",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from functools import cache
 from pathlib import Path
 
@@ -20,10 +21,29 @@ _BLOCK = re.compile(r"^-- name: (?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 _INCLUDE = re.compile(r"^-- include: (?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
 
+def _quiet_pgserver() -> None:
+    """Keep pgserver's chatter (command lines, initdb's report) out of every command's output."""
+    # Its INFO lines dump whole command outputs; its warnings and errors still show.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    # platformdirs warns (RuntimeDirWarning, a UserWarning) when XDG_RUNTIME_DIR is unset, as
+    # under systemd services and in containers; pgserver then keeps its sockets in the data dir.
+    warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
+
+
+def embedded_database_running(settings: Settings) -> bool:
+    """Tell whether the embedded PostgreSQL under the data dir runs, without starting it."""
+    _quiet_pgserver()
+    from pgserver.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(settings.data_dir / "pg")
+    return info is not None and info.is_running()
+
+
 def database_url(settings: Settings) -> str:
     """Return DATABASE_URL, or start (or join) the embedded PostgreSQL under the data dir."""
     if settings.database_url:
         return settings.database_url
+    _quiet_pgserver()
     import pgserver  # only needed in embedded mode
 
     pgdata = settings.data_dir / "pg"

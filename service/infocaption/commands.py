@@ -17,6 +17,7 @@ DEMO_TREE = (
     ("Vård och omsorg", "Hygien", "Basala hygienrutiner", None, 1),
     ("Vård och omsorg", "Akut och säkerhet", "Brandskydd", 1095, 2),
 )
+SEED_MARK = "demo:seeded"  # the job_cursors row that says the demo was seeded (service/db/demo.sql)
 
 
 def _settings():
@@ -146,16 +147,20 @@ def backfill(link_id: int, page_size: int):
 @click.option("--employees", type=int, default=150, show_default=True, help="As given to `simulate`.")
 @click.option("--data", "data_file", type=click.Path(exists=True, dir_okay=False),
               help="The JSON data set given to `simulate --data` (instead of the seed).")
-@click.option("--force", is_flag=True, help="Seed even when INFOCAPTION_BASE_URL is set.")
+@click.option("--force", is_flag=True, help="Seed even outside demo mode (DEMO unset).")
 def seed_demo(seed: int, courses: int, employees: int, data_file: str | None, force: bool):
-    """Create demo competences, links and employees matching the simulator's data set."""
+    """Create demo competences, links and employees matching the simulator's data set, once."""
     from service import db
 
     settings = _settings()
     if not settings.demo and not force:
-        raise click.ClickException("seed-demo is for the demo (INFOCAPTION_BASE_URL unset); "
-                                   "use --force to seed anyway")
+        raise click.ClickException("seed-demo is for the demo (DEMO=1); use --force to seed anyway")
     with db.connect(_database_url(settings)) as conn:
+        mark = conn.execute(db.q("demo_seed_mark"), {"name": SEED_MARK}).fetchone()
+        if mark is not None:
+            click.echo(f"demo seeded already ({mark['updated_at']:%Y-%m-%d %H:%M}): nothing added, "
+                       "so that what an admin changed since stays as it is")
+            return
         with conn.transaction():
             data = None
             if data_file:
@@ -164,6 +169,9 @@ def seed_demo(seed: int, courses: int, employees: int, data_file: str | None, fo
                 data = DataSet.load(data_file)
             summary = seed_demo_data(conn, seed=seed, courses=courses, employees=employees, data=data,
                                      tz=settings.time_zone)
+    if summary.get("skipped"):
+        click.echo(f"demo not seeded: {summary['skipped']}")
+        return
     click.echo(f"demo seeded: {summary['employees']} new employee(s), "
                f"{summary['competences']} new competence node(s), {summary['links']} new link(s) "
                "(their backfills start once the scheduler and the worker run)")
@@ -183,6 +191,16 @@ def seed_demo_data(conn, *, seed: int = 42, courses: int = 8, employees: int = 1
     from service.domain import admin
     from service.domain.rules import normalize_email
     from service.infocaption.simulator import generate_courses, generate_employees
+
+    nothing = {"employees": 0, "competences": 0, "links": 0}
+    marked = conn.execute(db.q("demo_take_seed_mark"), {
+        "name": SEED_MARK, "cursor": Jsonb({"seed": seed, "courses": courses, "employees": employees,
+                                             "data": data is not None})}).fetchone()
+    if marked is None:
+        return {**nothing, "skipped": "the database was seeded before"}
+    if conn.execute(db.q("demo_holds_data")).fetchone()["holds"]:
+        # Seeded before the mark existed, or set up by hand: either way not the demo's to change.
+        return {**nothing, "skipped": "the database holds employees, competences or links already"}
 
     staff = data.employees if data is not None else generate_employees(seed, employees)
     taken = {r["email_normalized"] for r in conn.execute(
