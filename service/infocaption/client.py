@@ -11,22 +11,33 @@ field names and error codes are kept here and nowhere else; the rest of the serv
   connections are retried with capped exponential backoff; after `max_attempts` the call
   raises `InfoCaptionUnavailable`.
 - 404 on a course's results raises `CourseGone` (the course was deleted).
+- Transport: `https://` only (`http://` in demo mode or to this machine), no redirects
+  followed, an answer of at most `max_response_bytes`, and a call held at most
+  `total_timeout_s` whatever the server trickles (`_Deadline`); a call that runs out of time is
+  retried like a timeout.
 - A record that cannot be read is logged (email masked), counted in
   `cb_infocaption_bad_records_total` and skipped; `Page.skipped` says how many.
 """
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
 import math
 import random
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
+from urllib.parse import urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from service.domain.pipeline import ResultRecord
 from service.domain.rules import email_shape_problem
@@ -94,6 +105,126 @@ class Page:
         self.last = self.received == 0 or self.current_page >= self.total_pages
 
 
+# --- transport limits -------------------------------------------------------------------------
+
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # a page of 500 results is well under 1 MiB
+TOTAL_TIMEOUT_S = 120.0
+_READ_CHUNK = 64 * 1024
+_calls = threading.local()
+
+
+class _Deadline:
+    """Shut the socket of one call down when its total time is up.
+
+    The (connect, read) timeout of requests is per socket read: a server that trickles a byte
+    every few seconds holds a call for ever. A timer shuts the socket down instead, which ends
+    a blocked read at once, headers or body alike.
+    """
+
+    def __init__(self, seconds: float):
+        self.expired = False
+        self._sock = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> "_Deadline":
+        _calls.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+        _calls.deadline = None
+
+    def watch(self, sock) -> None:
+        with self._lock:
+            self._sock = sock
+            if self.expired:
+                self._shut()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            self._shut()
+
+    def _shut(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # closed already
+
+
+class _Watched:
+    """A urllib3 connection that hands its socket to the calling thread's _Deadline."""
+
+    def getresponse(self, *args, **kwargs):
+        deadline = getattr(_calls, "deadline", None)
+        if deadline is not None and self.sock is not None:
+            deadline.watch(self.sock)
+        return super().getresponse(*args, **kwargs)
+
+
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """requests' adapter whose connections obey _Deadline."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An answer read whole (within the limits): status, headers and body."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+
+    def json(self):
+        try:
+            return json.loads(self.content)
+        except RecursionError:  # absurdly nested: not an answer we can use
+            raise ValueError("the answer is nested too deeply") from None
+
+
+def _is_local(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(base_url: str, *, allow_http: bool) -> None:
+    """Refuse a base URL that would send the client secret and tokens in clear."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InfoCaptionRefused(f"INFOCAPTION_BASE_URL must be an https:// URL, not {base_url!r}")
+    if parts.scheme == "http" and not (allow_http or _is_local(parts.hostname)):
+        raise InfoCaptionRefused(
+            "INFOCAPTION_BASE_URL must use https://: over http:// the client secret and every "
+            "token travel in clear (http:// is allowed only in demo mode and to localhost)")
+
+
 class InfoCaptionClient:
     """Read InfoCaption's catalog and course results; one instance per process is enough."""
 
@@ -110,8 +241,14 @@ class InfoCaptionClient:
         retry_after_cap_s: float = 120.0,
         sleep: Callable[[float], None] = time.sleep,
         session: requests.Session | None = None,
+        allow_http: bool = False,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        total_timeout_s: float = TOTAL_TIMEOUT_S,
     ):
+        check_base_url(base_url, allow_http=allow_http)
         self.base_url = base_url.rstrip("/")
+        self.max_response_bytes = max_response_bytes
+        self.total_timeout_s = total_timeout_s
         self.client_id = client_id
         self.client_secret = client_secret
         self.timeout = timeout
@@ -122,12 +259,16 @@ class InfoCaptionClient:
         self.sleep = sleep
         self.session = session or requests.Session()
         self.session.headers.setdefault("Accept", "application/json")
+        adapter = _DeadlineAdapter()
+        for prefix in ("http://", "https://"):
+            self.session.mount(prefix, adapter)
         self._token: str | None = None
         self._token_expires = 0.0  # time.monotonic() after which the token is renewed
         self._token_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings, **kwargs) -> "InfoCaptionClient":
+        kwargs.setdefault("allow_http", settings.demo)
         return cls(settings.infocaption_base_url, settings.infocaption_client_id,
                    settings.infocaption_client_secret, **kwargs)
 
@@ -268,42 +409,67 @@ class InfoCaptionClient:
             raise InfoCaptionRefused(f"GET {path} answered JSON that is not an object")
         return body
 
-    def _send(self, method: str, path: str, **kwargs) -> requests.Response:
+    def _send(self, method: str, path: str, **kwargs) -> Answer:
         """Send one request, retrying 429, 5xx, timeouts and dropped connections."""
         url = self.base_url + path
         for attempt in range(1, self.max_attempts + 1):
             last = attempt == self.max_attempts
+            deadline = _Deadline(self.total_timeout_s)
             try:
-                response = self.session.request(method, url, timeout=self.timeout, **kwargs)
-            except (requests.Timeout, requests.ConnectionError) as exc:
+                with deadline:
+                    response = self.session.request(method, url, timeout=self.timeout, stream=True,
+                                                    allow_redirects=False, **kwargs)
+                    answer = self._read(response, method, path)
+                if deadline.expired:
+                    # A socket shut down between headers can read as a complete, empty answer.
+                    raise requests.Timeout("total time limit")
+            except (requests.Timeout, requests.ConnectionError,
+                    requests.exceptions.ChunkedEncodingError) as exc:
+                why = f"no answer within {self.total_timeout_s:g} s" if deadline.expired else exc.__class__.__name__
                 if last:
-                    raise InfoCaptionUnavailable(
-                        f"{method} {path}: {exc.__class__.__name__} after {attempt} attempts") from exc
+                    raise InfoCaptionUnavailable(f"{method} {path}: {why} after {attempt} attempts") from exc
                 delay = self._backoff(attempt)
-                log.warning("InfoCaption %s %s: %s; retry %d in %.1fs",
-                            method, path, exc.__class__.__name__, attempt, delay)
+                log.warning("InfoCaption %s %s: %s; retry %d in %.1fs", method, path, why, attempt, delay)
                 self.sleep(delay)
                 continue
-            status = response.status_code
+            status = answer.status_code
             if status == 429 or status >= 500:
                 if last:
                     raise InfoCaptionUnavailable(f"{method} {path} answered {status} {attempt} times")
-                delay = self._retry_after(response) if status == 429 else None
+                delay = self._retry_after(answer) if status == 429 else None
                 if delay is None:
                     delay = self._backoff(attempt)
                 log.warning("InfoCaption %s %s answered %d; retry %d in %.1fs",
                             method, path, status, attempt, delay)
-                response.close()
                 self.sleep(delay)
                 continue
-            return response
+            return answer
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read(self, response: requests.Response, method: str, path: str) -> Answer:
+        """Read an answer whole, refusing one over max_response_bytes (Content-Length or not)."""
+        with response:
+            status = response.status_code
+            if status == 429 or status >= 500:
+                return Answer(status, response.headers, b"")  # retried: the body does not matter
+            too_large = InfoCaptionRefused(
+                f"{method} {path}: the answer is over {self.max_response_bytes} bytes")
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > self.max_response_bytes:
+                raise too_large
+            chunks, size = [], 0
+            for chunk in response.iter_content(_READ_CHUNK):
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    raise too_large
+                chunks.append(chunk)
+            return Answer(status, response.headers, b"".join(chunks))
 
     def _backoff(self, attempt: int) -> float:
         base = min(self.backoff_cap_s, self.backoff_first_s * 2 ** (attempt - 1))
         return base * (0.5 + random.random() / 2)  # jitter: retries of many callers spread out
 
-    def _retry_after(self, response: requests.Response) -> float | None:
+    def _retry_after(self, response: Answer) -> float | None:
         raw = (response.headers.get("Retry-After") or "").strip()
         if not raw:
             return None
