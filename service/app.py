@@ -42,7 +42,7 @@ def create_app(
     if pool is None:
         pool = db.make_pool(db.database_url(settings), max_size=8, name="web")
         pool.wait(timeout=30)
-    publisher = publisher or Publisher(settings)
+    publisher = publisher or Publisher(settings, pool)
 
     app = Flask(__name__)
     # Flask answers 413 itself for larger bodies, chunked or not; the webhook view logs it.

@@ -1,9 +1,15 @@
-"""Exchanges, queues, dead-letter topology and publishing with confirms, on both transports.
+"""Queues: publishing, consuming and their statistics, on both transports (docs/RELIABILITY.md).
 
 Production uses RabbitMQ (`BROKER_URL=amqp://…`): durable quorum queues, a dead-letter
 exchange, a delivery limit and publisher confirms with mandatory routing, so a publish that
-returns has been taken over by the broker. Without `BROKER_URL` kombu's filesystem transport
-keeps the queue as files under `./.data/queue/` (the demo and single-machine default).
+returns has been taken over by the broker. Without `BROKER_URL` the queue is a table of the
+service's own PostgreSQL (the embedded queue, `queue_messages`): a publish is a committed
+insert, and a worker deletes a message in the same transaction that applies it, so the
+single-machine default keeps the same promise as RabbitMQ through kill -9 of any process.
+
+Workers see one interface whatever the transport (`consumer`): `receive` hands deliveries
+to a callback, `claim` runs inside the transaction that applies a batch, `ack` after its
+commit. Nothing outside this module imports kombu.
 """
 from __future__ import annotations
 
@@ -16,8 +22,12 @@ import uuid
 from dataclasses import dataclass
 
 import amqp
-from kombu import Connection, Exchange, Producer, Queue
+import amqp.exceptions
+import psycopg
+from kombu import Connection, Consumer, Exchange, Producer, Queue
+from psycopg.types.json import Jsonb
 
+from service import db
 from service.config import Settings
 
 log = logging.getLogger(__name__)
@@ -64,6 +74,10 @@ class Topology:
             "x-delivery-limit": DELIVERY_LIMIT,
         }
 
+    def name(self, kind: str) -> str:
+        """The queue name of `events`, `backfill` or `dead`."""
+        return f"{self.prefix}.{kind}"
+
     def queue(self, kind: str) -> Queue:
         """Return the queue for `events`, `backfill` or `dead`."""
         if kind == DEAD:
@@ -92,31 +106,24 @@ def is_amqp(settings: Settings) -> bool:
     return bool(settings.broker_url) and settings.broker_url.split(":", 1)[0] in ("amqp", "amqps", "pyamqp")
 
 
+def is_embedded(settings: Settings) -> bool:
+    """Tell whether the queue is the embedded one (a table of the database, no BROKER_URL)."""
+    return not settings.broker_url
+
+
 def topology(settings: Settings) -> Topology:
     return Topology(settings.queue_prefix, is_amqp(settings))
 
 
 def connection(settings: Settings) -> Connection:
     """Open a kombu connection to the configured broker (not yet connected)."""
-    if settings.broker_url:
-        return Connection(
-            settings.broker_url,
-            transport_options={"confirm_publish": True},
-            heartbeat=30,
-            connect_timeout=5,
-        )
-    folder = settings.data_dir / "queue"
-    for sub in ("messages", "processed", "control"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
+    if is_embedded(settings):
+        raise ValueError("the embedded queue has no broker connection")
     return Connection(
-        "filesystem://",
-        transport_options={
-            "data_folder_in": str(folder / "messages"),
-            "data_folder_out": str(folder / "messages"),
-            "processed_folder": str(folder / "processed"),
-            "control_folder": str(folder / "control"),
-            "store_processed": False,
-        },
+        settings.broker_url,
+        transport_options={"confirm_publish": True},
+        heartbeat=30,
+        connect_timeout=5,
     )
 
 
@@ -138,8 +145,8 @@ class Publisher:
     requests share one round of quorum-queue writes, and no request pays a hand-over to another
     thread. (One group in flight packs the most events per message: under an open load that
     costs the least CPU in web and broker; bench/ measured more groups in flight as slower.)
-    Other transports: a plain publish under a lock (the filesystem transport has written the
-    file when `publish` returns).
+    The embedded queue: one committed insert per event, on a connection of `pool` (required
+    then). Other kombu transports: a plain publish under a lock.
 
     One per process, made after fork; safe to share between threads.
     """
@@ -148,9 +155,12 @@ class Publisher:
     PACK_MAX = 64  # packable events per message
     CONFIRM_TIMEOUT_S = 10.0
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, pool=None):
         self.settings = settings
         self.topo = topology(settings)
+        if is_embedded(settings) and pool is None:
+            raise ValueError("the embedded queue publishes through the database: pass the pool")
+        self._pool = pool
         self._lock = threading.Lock()
         self._conn: Connection | None = None
         self._producer: Producer | None = None
@@ -171,6 +181,9 @@ class Publisher:
         broker's cost of a durable quorum-queue message is shared by all of them. `headers`
         are not sent with a packed event.
         """
+        if self._pool is not None and is_embedded(self.settings):
+            self._publish_embedded(body, kind)
+            return
         if not self.topo.amqp:
             self._publish_plain(body, kind, headers)
             return
@@ -197,7 +210,16 @@ class Publisher:
         with self._lock:
             self._reset()
 
-    # --- plain publishing (filesystem transport) -----------------------------------------
+    # --- the embedded queue -----------------------------------------------------------------
+
+    def _publish_embedded(self, body, kind: str) -> None:
+        try:
+            with self._pool.connection(timeout=5) as conn:  # commits on leaving the block
+                conn.execute(db.q("inbox_put"), {"queue": self.topo.name(kind), "body": Jsonb(body)})
+        except Exception as exc:  # noqa: BLE001 - any failure means "not stored"
+            raise PublishError(f"the embedded queue is unavailable: {exc.__class__.__name__}") from exc
+
+    # --- plain publishing (other kombu transports) -------------------------------------------
 
     def _publish_plain(self, body: dict, kind: str, headers: dict | None) -> None:
         queue = self.topo.queue(kind)
@@ -447,4 +469,256 @@ class _ConfirmLink:
         try:
             self.conn.release()
         except Exception:  # noqa: BLE001 - already broken
+            pass
+
+
+# --- consuming ------------------------------------------------------------------------------
+
+
+@dataclass
+class Delivery:
+    """One message handed to a worker: its body (a packed one carries several events)."""
+
+    body: object
+    tag: object = None  # the kombu Message, or the embedded queue's row id
+    claimed: bool = False  # taken for good by the transaction that applied it (embedded queue)
+
+
+def broker_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean the broker connection is gone."""
+    from kombu.exceptions import OperationalError as KombuOperationalError
+
+    return (ConnectionError, OSError, KombuOperationalError, amqp.exceptions.ConnectionError,
+            amqp.exceptions.ChannelError)
+
+
+def consumer_errors(settings: Settings) -> tuple[type[BaseException], ...]:
+    """Errors of a consumer's own connection: the worker reconnects on them."""
+    if is_embedded(settings):
+        return (psycopg.OperationalError, psycopg.InterfaceError)
+    return broker_errors()
+
+
+def consumer(settings: Settings, kind: str, on_delivery, *, prefetch: int, database_url: str):
+    """The consumer of one queue (a context manager): RabbitMQ's, or the embedded queue's."""
+    if is_embedded(settings):
+        return EmbeddedConsumer(settings, kind, on_delivery, prefetch=prefetch, database_url=database_url)
+    return BrokerConsumer(settings, kind, on_delivery, prefetch=prefetch)
+
+
+class BrokerConsumer:
+    """A kombu consumer; `ack` after the batch committed."""
+
+    def __init__(self, settings: Settings, kind: str, on_delivery, *, prefetch: int):
+        self.settings = settings
+        self.topo = topology(settings)
+        self.queue = self.topo.queue(kind)
+        self.name = self.queue.name
+        self._on_delivery = on_delivery
+        self._prefetch = prefetch
+        self._conn: Connection | None = None
+        self._consumer: Consumer | None = None
+
+    def __enter__(self) -> "BrokerConsumer":
+        self._conn = connection(self.settings)
+        try:
+            self._conn.ensure_connection(max_retries=3, interval_start=0.5, timeout=5)
+            declare(self._conn, self.topo)
+            self._consumer = Consumer(self._conn.channel(), queues=[self.queue],
+                                      callbacks=[self._on_message], accept=["json"],
+                                      prefetch_count=self._prefetch)
+            self._consumer.consume()
+        except BaseException:
+            self._conn.release()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            if self._consumer is not None and exc_info[0] is None:
+                self._consumer.cancel()
+                self._consumer.channel.close()
+        finally:
+            self._conn.release()
+
+    def _on_message(self, body, message) -> None:
+        self._on_delivery(Delivery(body, message))
+
+    def receive(self, timeout: float) -> bool:
+        """Hand what arrives within `timeout` to the callback; False if nothing came."""
+        try:
+            self._conn.drain_events(timeout=timeout)
+            return True
+        except socket.timeout:
+            self._conn.heartbeat_check()
+            return False
+
+    def heartbeat(self) -> None:
+        self._conn.heartbeat_check()
+
+    def claim(self, conn, deliveries: list[Delivery]) -> list[Delivery]:
+        return deliveries  # the broker holds them until the ack
+
+    def ack(self, deliveries: list[Delivery]) -> None:
+        """Acknowledge deliveries whose batch committed (the consuming thread only)."""
+        if len(deliveries) > 1 and self.topo.amqp:
+            # One ack for the whole batch: every earlier delivery on this channel is in it or
+            # was acked before (a worker takes and acks its batches in order).
+            deliveries[-1].tag.ack(multiple=True)
+        else:
+            for delivery in deliveries:  # kombu's virtual transports ignore `multiple`
+                delivery.tag.ack()
+
+
+def consumer_session_name(queue: str) -> str:
+    """The application_name of an embedded consumer's session (at most 63 bytes)."""
+    return f"cb consumer {queue}".encode()[:63].decode(errors="ignore")
+
+
+class EmbeddedConsumer:
+    """The embedded queue's consumer: rows of `queue_messages`, deleted in the transaction that
+    applies them (`claim`), so a message is applied exactly once, and a message that was
+    handed out but not applied (the worker was killed) is simply handed out again.
+
+    Its own autocommit session listens for new messages (NOTIFY) and hands out those it does
+    not hold yet, counting each delivery; one delivered more than DELIVERY_LIMIT times without a
+    commit (it stopped the worker each time) goes to the dead letters, as on RabbitMQ.
+    """
+
+    IDLE_POLL_S = 1.0  # a missed notification costs at most this
+
+    def __init__(self, settings: Settings, kind: str, on_delivery, *, prefetch: int,
+                 database_url: str):
+        self.name = topology(settings).name(kind)
+        self._on_delivery = on_delivery
+        self._prefetch = prefetch
+        self._database_url = database_url
+        self._held: set[int] = set()  # handed to the worker, not yet acked
+        self._conn: psycopg.Connection | None = None
+
+    def __enter__(self) -> "EmbeddedConsumer":
+        self._conn = db.connect(self._database_url, autocommit=True,
+                                application_name=consumer_session_name(self.name))
+        self._conn.execute(db.q("inbox_listen"))
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._conn.close()
+
+    def receive(self, timeout: float) -> bool:
+        """Hand waiting messages to the callback, waiting up to `timeout` for one to arrive."""
+        if self._deliver():
+            return True
+        if timeout > 0:
+            for _ in self._conn.notifies(timeout=min(timeout, self.IDLE_POLL_S), stop_after=1):
+                pass
+            return self._deliver()
+        return False
+
+    def _deliver(self) -> bool:
+        room = self._prefetch - len(self._held)
+        if room <= 0:
+            return False
+        rows = self._conn.execute(db.q("inbox_fetch"), {
+            "queue": self.name, "held": list(self._held), "limit": room}).fetchall()
+        if not rows:
+            return False
+        exhausted = [r["id"] for r in rows if r["deliveries"] > DELIVERY_LIMIT]
+        if exhausted:
+            self._conn.execute(db.q("inbox_dead_letter"), {
+                "ids": exhausted,
+                "error": f"delivered {DELIVERY_LIMIT} times without being applied (the worker "
+                         "stopped each time before its commit)"})
+            log.warning("%d message(s) of %s dead-lettered after %d deliveries",
+                        len(exhausted), self.name, DELIVERY_LIMIT)
+        for row in sorted(rows, key=lambda r: r["id"]):
+            if row["deliveries"] <= DELIVERY_LIMIT:
+                self._held.add(row["id"])
+                self._on_delivery(Delivery(row["body"], row["id"]))
+        return True
+
+    def heartbeat(self) -> None:
+        """Nothing to keep alive: a held message is handed out again only after a restart."""
+
+    def claim(self, conn: psycopg.Connection, deliveries: list[Delivery]) -> list[Delivery]:
+        """Take the deliveries for good in the caller's transaction; return those still there."""
+        ids = [d.tag for d in deliveries]
+        if not ids:
+            return []
+        taken = {r["id"] for r in conn.execute(db.q("inbox_claim"), {"ids": ids}).fetchall()}
+        mine = [d for d in deliveries if d.tag in taken]
+        for d in mine:
+            d.claimed = True
+        return mine
+
+    def ack(self, deliveries: list[Delivery]) -> None:
+        """Forget deliveries whose transaction ended; delete those no transaction claimed."""
+        unclaimed = [d.tag for d in deliveries if not d.claimed]
+        if unclaimed:
+            self._conn.execute(db.q("inbox_claim"), {"ids": unclaimed})
+        self._held.difference_update(d.tag for d in deliveries)
+
+
+# --- what ops see -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueStat:
+    kind: str
+    name: str
+    depth: int  # messages waiting (RabbitMQ: ready, not the ones delivered and not yet acked)
+    consumers: int
+    declared: bool = True  # false: the queue does not exist yet (nothing was ever queued there)
+
+
+def queue_stats(settings: Settings, database_url: str, timeout_s: float = 5.0) -> list[QueueStat]:
+    """Depth and consumers of every queue; raises when the queue cannot be read in time."""
+    topo = topology(settings)
+    if is_embedded(settings):
+        kinds = (EVENTS, BACKFILL)  # no dead-letter queue: dead letters go to the database
+        names = {kind: topo.name(kind) for kind in kinds}
+        sessions = {consumer_session_name(n): n for n in names.values()}
+        with db.connect(database_url, connect_timeout=max(2, int(timeout_s))) as conn:
+            conn.execute(db.q("obs_statement_timeout"), {"timeout": f"{int(timeout_s * 1000)}ms"})
+            depths = {r["queue"]: r["depth"] for r in conn.execute(
+                db.q("inbox_depths"), {"queues": list(names.values())}).fetchall()}
+            consumers = {sessions[r["name"]]: r["consumers"] for r in conn.execute(
+                db.q("inbox_consumers"), {"names": list(sessions)}).fetchall()}
+        return [QueueStat(kind, name, depths.get(name, 0), consumers.get(name, 0))
+                for kind, name in names.items()]
+    stats = []
+    broker = connection(settings).clone(connect_timeout=timeout_s)
+    try:
+        broker.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout_s)
+        for kind in (EVENTS, BACKFILL, DEAD):
+            name = topo.name(kind)
+            channel = broker.channel()
+            try:
+                _, depth, consumers = channel.queue_declare(queue=name, passive=True)
+                declared = True
+            except broker.channel_errors:
+                depth, consumers, declared = 0, 0, False  # nothing was ever queued there
+            finally:
+                try:
+                    channel.close()
+                except Exception:  # noqa: BLE001 - the broker closed it after a 404 already
+                    pass
+            stats.append(QueueStat(kind, name, int(depth), int(consumers), declared))
+    finally:
+        broker.release()
+    return stats
+
+
+def check(settings: Settings, database_url: str, timeout_s: float) -> None:
+    """Raise unless the queue can be reached within the timeout (readiness)."""
+    if is_embedded(settings):
+        queue_stats(settings, database_url, timeout_s)  # the table answers
+        return
+    broker = connection(settings).clone(connect_timeout=timeout_s)
+    try:
+        broker.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout_s)
+    finally:
+        try:
+            broker.release()
+        except Exception:  # noqa: BLE001
             pass

@@ -60,43 +60,11 @@ DEFAULT_METRICS_PORTS = {"worker": 9101, "scheduler": 9102}
 # --- reading the state ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class QueueStat:
-    kind: str
-    name: str
-    depth: int  # ready messages (not the ones delivered and not yet acknowledged)
-    consumers: int
-
-
-def queue_stats(settings, timeout_s: float = STATE_TIMEOUT_S) -> list[QueueStat]:
-    """Ask the broker for every queue's depth and consumers (a passive declare each).
-
-    A queue that was never declared counts as empty with no consumers. Raises when the broker
-    cannot be reached within the timeout.
-    """
+def queue_stats(settings, database_url: str, timeout_s: float = STATE_TIMEOUT_S) -> list[QueueStat]:
+    """Every queue's depth and consumers (messaging.queue_stats), within the timeout."""
     from service import messaging
 
-    topo = messaging.topology(settings)
-    stats = []
-    broker = messaging.connection(settings).clone(connect_timeout=timeout_s)
-    try:
-        broker.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout_s)
-        for kind in (messaging.EVENTS, messaging.BACKFILL, messaging.DEAD):
-            name = topo.queue(kind).name
-            channel = broker.channel()
-            try:
-                _, depth, consumers = channel.queue_declare(queue=name, passive=True)
-            except broker.channel_errors:
-                depth, consumers = 0, 0  # not declared yet: nothing was ever queued there
-            finally:
-                try:
-                    channel.close()
-                except Exception:  # noqa: BLE001 - the broker closed it after a 404 already
-                    pass
-            stats.append(QueueStat(kind, name, int(depth), int(consumers)))
-    finally:
-        broker.release()
-    return stats
+    return messaging.queue_stats(settings, database_url, timeout_s)
 
 
 @dataclass
@@ -162,7 +130,7 @@ class StateCollector:
                                "dependency at this scrape (1) or not (0)", labels=["dependency"])
         started = time.monotonic()
         try:
-            stats = queue_stats(self.settings, self.timeout_s)
+            stats = queue_stats(self.settings, self.pool.conninfo, self.timeout_s)
         except Exception as exc:  # noqa: BLE001 - any failure means "broker not readable now"
             log.warning("metrics: broker unreachable (%s)", exc.__class__.__name__)
             stats = None

@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import sys
+import threading
 
 from gunicorn.glogging import Logger as _GunicornLogger
 
@@ -104,7 +105,12 @@ class JsonFormatter(logging.Formatter):
             entry.update(_access_fields(record.args))
         if record.exc_info:
             entry["exc"] = scrub_text(self.formatException(record.exc_info))
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        line = json.dumps(entry, ensure_ascii=False, default=str)
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate from hostile input: escape it, keep the line
+            line = line.encode("utf-8", "backslashreplace").decode("utf-8")
+        return line
 
 
 _JsonFormatter = JsonFormatter  # the name the first tests used
@@ -136,7 +142,29 @@ def configure_logging(level: str | int = "INFO") -> None:
     root.setLevel(level)
     for noisy in ("amqp", "kombu", "urllib3", "psycopg.pool", "werkzeug"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Whatever is not caught, in any thread, is logged as one masked JSON line too (Sentry's
+    # integrations, installed later, wrap these hooks and still call them).
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
     _configured = True
+
+
+_uncaught = logging.getLogger("uncaught")
+
+
+def _log_uncaught(exc_type, exc, tb) -> None:
+    if issubclass(exc_type, KeyboardInterrupt):
+        sys.__excepthook__(exc_type, exc, tb)
+        return
+    _uncaught.critical("uncaught %s; the process stops", exc_type.__name__, exc_info=(exc_type, exc, tb))
+
+
+def _log_uncaught_in_thread(args) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    _uncaught.critical("uncaught %s in thread %s", args.exc_type.__name__, name,
+                       exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
 
 
 # --- Sentry ---------------------------------------------------------------------------------

@@ -57,21 +57,15 @@ def check_database(conninfo: str, timeout_s: float = CHECK_TIMEOUT_S) -> tuple[d
     return {"ok": True}, migrations_check
 
 
-def check_broker(settings, timeout_s: float = CHECK_TIMEOUT_S) -> dict:
-    """Open (and close) a broker connection with a short timeout."""
+def check_broker(settings, database_url: str, timeout_s: float = CHECK_TIMEOUT_S) -> dict:
+    """Reach the queue (RabbitMQ, or the embedded queue's table) with a short timeout."""
     from service import messaging
 
-    broker = messaging.connection(settings).clone(connect_timeout=timeout_s)
     try:
-        broker.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout_s)
+        messaging.check(settings, database_url, timeout_s)
         return {"ok": True}
     except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
         return {"ok": False, "error": _error(exc)}
-    finally:
-        try:
-            broker.release()
-        except Exception:  # noqa: BLE001
-            pass
 
 
 @bp.get("/readyz")
@@ -79,7 +73,7 @@ def readyz():
     """200 when the database and the broker answer and migrations are applied; else 503."""
     svc = services()
     database, migrations_check = check_database(svc.pool.conninfo)
-    checks = {"database": database, "broker": check_broker(svc.settings),
+    checks = {"database": database, "broker": check_broker(svc.settings, svc.pool.conninfo),
               "migrations": migrations_check}
     failed = [name for name in ("database", "broker") if not checks[name]["ok"]]
     if database["ok"] and not migrations_check["ok"]:

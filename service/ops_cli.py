@@ -20,7 +20,7 @@ def _read(settings, database_url: str, recent: int) -> dict:
 
     report: dict = {"broker": None, "database": None}
     try:
-        report["queues"] = [s.__dict__ for s in queue_stats(settings)]
+        report["queues"] = [s.__dict__ for s in queue_stats(settings, database_url)]
     except Exception as exc:  # noqa: BLE001 - shown to the operator
         report["broker"] = scrub_text(f"{exc.__class__.__name__}: {exc}")
     try:

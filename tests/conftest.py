@@ -37,7 +37,7 @@ def pytest_ignore_collect(collection_path, config):
 DOMAIN_TABLES = (
     "grants", "grant_revocations", "results", "links", "course_status_changes", "courses",
     "competences", "employees", "webhook_receipts", "rejected_webhooks", "dead_letters",
-    "api_tokens", "audit_log", "outbox", "job_cursors",
+    "api_tokens", "audit_log", "outbox", "job_cursors", "queue_messages",
 )
 
 
@@ -105,8 +105,19 @@ def settings(database_url, broker_url, request):
     delete_queues(s)
 
 
+@pytest.fixture
+def embedded_settings(settings):
+    """The test's settings without BROKER_URL: the embedded queue, in the run's database."""
+    import dataclasses
+
+    return dataclasses.replace(settings, broker_url=None)
+
+
 def delete_queues(s: config_mod.Settings) -> None:
     from service import messaging
+
+    if messaging.is_embedded(s):
+        return  # the embedded queue's rows go with the database
 
     with messaging.connection(s) as broker:
         channel = broker.channel()

@@ -478,9 +478,7 @@ class BackfillWorker(BatchWorker):
             raise Stopping()
 
     def _progress(self, _row: dict) -> None:
-        broker = self._broker
-        if broker is not None:
-            broker.heartbeat_check()  # a long backfill must not look like a dead consumer
+        self.heartbeat()  # a long backfill must not look like a dead consumer
         if self.stopping.is_set():
             raise Stopping()
 
@@ -492,15 +490,14 @@ class BackfillWorker(BatchWorker):
             body = delivery.body
             link_id = body.get("link_id") if isinstance(body, dict) else None
             if isinstance(link_id, bool) or not isinstance(link_id, int):
-                self._commit([], [(body, "a backfill message needs an integer link_id")])
-                delivery.message.ack()
+                self.reject(delivery, "a backfill message needs an integer link_id")
                 continue
             try:
                 self.run_link(link_id)
             except Stopping:
                 log.info("backfill of link %s interrupted; it resumes from its checkpoint", link_id)
                 return
-            delivery.message.ack()
+            self.ack([delivery])
 
     def run_link(self, link_id: int) -> None:
         """Run one backfill to its end, retrying transient database errors from the checkpoint."""

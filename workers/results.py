@@ -21,12 +21,13 @@ class ResultWorker(BatchWorker):
 
     kind = messaging.EVENTS
 
-    def handle(self, conn: psycopg.Connection, bodies: list[dict]) -> None:
-        self._outcome = process_events(conn, bodies, tz=self.settings.time_zone)
+    def handle(self, conn: psycopg.Connection, bodies: list[dict]) -> Outcome:
+        return process_events(conn, bodies, tz=self.settings.time_zone)
 
-    def after_commit(self, bodies: list[dict]) -> None:
-        out: Outcome = getattr(self, "_outcome", None) or Outcome()
-        self._outcome = None
+    def after_commit(self, bodies: list[dict], outcomes: list[Outcome]) -> None:
+        out = Outcome()
+        for each in outcomes:  # one per batch, or one per event when decided one by one
+            out.add(each)
         now = time.time()
         for body in bodies:
             ts = body.get("received_at") or body.get("timestamp")

@@ -54,7 +54,7 @@ class Scheduler:
         self.settings = settings
         self.database_url = database_url
         self.pool = db.make_pool(database_url, max_size=3, name="scheduler")
-        self.publisher = Publisher(settings)
+        self.publisher = Publisher(settings, self.pool)
         self.stopping = threading.Event()
         self.jobs = jobs if jobs is not None else self.default_jobs()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 
 from flask_smorest import abort
-from kombu.exceptions import OperationalError as BrokerUnavailable
 from marshmallow import fields, validate
 
 from service import messaging
@@ -53,27 +52,17 @@ class ReplayedSchema(Strict):
                              metadata={"description": "pending ones that belong to no replayable queue"})
 
 
-def queue_stats(settings) -> list[dict]:
-    """Depth and consumers of every queue, by passive declaration (nothing is created)."""
-    topo = messaging.topology(settings)
-    stats = []
-    with messaging.connection(settings) as broker:
-        try:
-            broker.ensure_connection(max_retries=1, interval_start=0.2, timeout=5)
-            channel = broker.channel()
-            for queue in topo.queues:
-                try:
-                    _, depth, consumers = queue(channel).queue_declare(passive=True)
-                    stats.append({"name": queue.name, "depth": depth, "consumers": consumers,
-                                  "declared": True})
-                except broker.channel_errors:
-                    channel = broker.channel()  # a failed passive declare closes the channel
-                    stats.append({"name": queue.name, "depth": 0, "consumers": 0, "declared": False})
-        except (BrokerUnavailable, *broker.connection_errors) as exc:
-            log.warning("broker unavailable for queue stats: %s", exc.__class__.__name__)
-            abort(503, message="the broker is unavailable; retry later",
-                  headers={"Retry-After": str(RETRY_AFTER_S)})
-    return stats
+def queue_stats(settings, database_url: str) -> list[dict]:
+    """Depth and consumers of every queue (nothing is created); 503 when it cannot be read."""
+    try:
+        stats = messaging.queue_stats(settings, database_url)
+    except Exception as exc:  # noqa: BLE001 - any failure means "the queue is unavailable"
+        log.warning("queue unavailable for queue stats: %s", exc.__class__.__name__)
+        what = "the embedded queue" if messaging.is_embedded(settings) else "the broker"
+        abort(503, message=f"{what} is unavailable; retry later",
+              headers={"Retry-After": str(RETRY_AFTER_S)})
+    return [{"name": s.name, "depth": s.depth, "consumers": s.consumers, "declared": s.declared}
+            for s in stats]
 
 
 @blp.route("/ops/queues")
@@ -84,7 +73,7 @@ def queues():
     from service.app import services
 
     svc = services()
-    stats = queue_stats(svc.settings)
+    stats = queue_stats(svc.settings, svc.pool.conninfo)
     with svc.pool.connection() as conn:
         pending = admin.pending_dead_letters(conn)
     for queue in stats:

@@ -29,7 +29,8 @@ def free_port() -> int:
 def demo_env(data_dir: Path, port: int) -> dict:
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "BROKER_URL", "INFOCAPTION_BASE_URL", "INFOCAPTION_WEBHOOK_SECRETS", "PORT")}
-    env.update(DATA_DIR=str(data_dir), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", LOG_LEVEL="WARNING")
+    env.update(DATA_DIR=str(data_dir), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", LOG_LEVEL="WARNING",
+               DEMO="1")  # as `make run` sets it: the only way into demo mode
     return env
 
 
@@ -89,12 +90,14 @@ def test_demo_processes_on_embedded_defaults_keep_data_between_runs(tmp_path):
         for role in ("web", "worker", "scheduler"):
             assert f"{role}.1 started" in out, out[-2000:]
         assert (data_dir / "pg" / "PG_VERSION").exists()
-        assert (data_dir / "queue" / "messages").is_dir()
+        # The embedded queue is a table of the embedded database: applied, the message is gone.
+        assert embedded_psql(data_dir, "SELECT count(*) FROM queue_messages") == "[(0,)]"
 
         proc = start(env, port)
         try:
             wait_for(lambda: _get(f"{url}/healthz") == 200, timeout=90, message="/healthz 200 after restart")
             assert "unmatched" in embedded_psql(data_dir, "SELECT status FROM results WHERE id = 'r-embedded'")
+            assert embedded_psql(data_dir, "SELECT count(*) FROM queue_messages") == "[(0,)]"
             again = subprocess.run([str(BIN / "competence-bridge"), "migrate"], env=env, cwd=ROOT,
                                    capture_output=True, text=True, timeout=120)
             assert "nothing to apply" in again.stdout

@@ -1,5 +1,6 @@
 """The worker process is SIGKILLed in the middle of 5,000 events and started again:
-every event ends processed exactly once in effect (CONTRACT rule 9)."""
+every event ends processed exactly once in effect (CONTRACT rule 9), on RabbitMQ and on the
+embedded queue; nothing applied is left on (or comes back to) the queue."""
 from __future__ import annotations
 
 import os
@@ -23,10 +24,11 @@ COURSES = 5
 
 
 def worker_env(settings) -> dict:
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k != "BROKER_URL"}
+    if settings.broker_url:
+        env["BROKER_URL"] = settings.broker_url
     env.update(
         DATABASE_URL=settings.database_url,
-        BROKER_URL=settings.broker_url,
         QUEUE_PREFIX=settings.queue_prefix,
         INFOCAPTION_BASE_URL=settings.infocaption_base_url,
         INFOCAPTION_CLIENT_ID="test",
@@ -45,8 +47,16 @@ def start_worker(settings) -> subprocess.Popen:
     )
 
 
-def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(conn, settings, database_url):
+@pytest.fixture(params=["rabbitmq", "embedded"])
+def transport_settings(request):
+    return request.getfixturevalue("settings" if request.param == "rabbitmq" else "embedded_settings")
+
+
+def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(conn, transport_settings, pool):
+    from service import messaging
     from service.domain.rules import normalize_email
+
+    settings = transport_settings
 
     conn.execute("INSERT INTO competences (id, name, kind) VALUES (1, 'Vård', 'main_group')")
     conn.execute("INSERT INTO competences (id, parent_id, name, kind) VALUES (2, 1, 'Akut', 'group')")
@@ -61,7 +71,7 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(conn, settings,
             copy.write_row((f"E{e}@Kommun.se", normalize_email(f"E{e}@Kommun.se")))
 
     expected_pairs = set()
-    publisher = Publisher(settings)
+    publisher = Publisher(settings, pool)
     for i in range(EVENTS):
         emp, course, passed = i % EMPLOYEES, 100 + (i // EMPLOYEES) % COURSES, i % 10 != 0
         body = parse_event(completed_event(f"r-{i}", f"e{emp}@KOMMUN.se", course_id=course, passed=passed,
@@ -103,3 +113,4 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(conn, settings,
     failed = conn.execute("SELECT count(*) AS n FROM results WHERE status = 'failed'").fetchone()["n"]
     assert failed == EVENTS // 10
     assert worker.returncode == 0, err.decode()[-2000:]
+    assert all(q.depth == 0 for q in messaging.queue_stats(settings, pool.conninfo))

@@ -11,7 +11,8 @@ import yaml
 
 from service import metrics
 from service.messaging import Topology
-from service.metrics import DEFAULT_METRICS_PORTS, DatabaseState, QueueStat, StateCollector
+from service.messaging import QueueStat
+from service.metrics import DEFAULT_METRICS_PORTS, DatabaseState, StateCollector
 
 ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
@@ -194,12 +195,14 @@ def exposed_metric_names(monkeypatch) -> set[str]:
                 names |= {f"{base}_bucket", f"{base}_count", f"{base}_sum", f"{base}_created"}
 
     class Pool:
+        conninfo = "postgresql://unused"
+
         def connection(self, timeout):
             from contextlib import nullcontext
 
             return nullcontext(None)
 
-    monkeypatch.setattr(metrics, "queue_stats", lambda s, t: [QueueStat("events", f"{PREFIX}.events", 0, 0)])
+    monkeypatch.setattr(metrics, "queue_stats", lambda s, u, t: [QueueStat("events", f"{PREFIX}.events", 0, 0)])
     monkeypatch.setattr(metrics, "database_state", lambda conn, timeout_s: DatabaseState(
         backfills=[{"id": 1, "course_id": 2, "competence_id": 3, "total": 1, "processed": 0,
                     "granted": 0, "unmatched": 0, "failed": 0}]))
