@@ -189,7 +189,8 @@ def measure(run: Run, template: str, *, results: int, without_fks: bool = False,
         out["backfill_per_s"] = round(results / out["backfill_s"], 1)
         with psycopg.connect(url) as conn:
             row = conn.execute(data.q("backfill_outcome"), {"link_id": link_id}).fetchone()
-        out["outcome"] = dict(zip(("state", "total", "processed", "granted", "unmatched", "failed", "grants"), row))
+        out["outcome"] = dict(zip(("state", "total", "processed", "granted", "already_held", "not_passed",
+                                   "unmatched", "errors", "grants"), row))
         out["ratio"] = round(out["backfill_per_s"] / out["read_per_s"], 3)
         say(f"  backfill: {out['backfill_per_s']:,.0f} results/s, {out['outcome']}")
     finally:

@@ -111,8 +111,9 @@ VALUES (%(course_id)s, (SELECT max(id) FROM competences WHERE kind = 'competence
 RETURNING id;
 
 -- name: backfill_outcome
-SELECT backfill_state, backfill_total, backfill_processed, backfill_granted, backfill_unmatched,
-       backfill_failed, (SELECT count(*) FROM grants WHERE link_id = %(link_id)s) AS grants
+SELECT backfill_state, backfill_total, backfill_processed, backfill_granted, backfill_already_held,
+       backfill_not_passed, backfill_unmatched, backfill_errors,
+       (SELECT count(*) FROM grants WHERE link_id = %(link_id)s) AS grants
   FROM links WHERE id = %(link_id)s;
 
 -- name: server_counters

@@ -48,7 +48,9 @@ INFOCAPTION_BAD_RECORDS = Counter(
 RESULT_STATUSES = ("received", "granted", "failed", "unmatched", "no_link", "course_not_published")
 BACKFILL_STATES = ("pending", "running", "done", "failed")
 GRANT_SOURCES = ("webhook", "backfill", "reconciliation", "employee_update", "manual")
-BACKFILL_COUNTS = ("total", "processed", "granted", "unmatched", "failed")
+# CONTRACT section 5: processed = granted + already_held + not_passed + unmatched + errors.
+BACKFILL_COUNTS = ("total", "processed", "granted", "already_held", "not_passed", "unmatched",
+                   "errors")
 # Per-link series only for links whose backfill is not done, at most this many (cardinality).
 BACKFILL_SERIES_LIMIT = 500
 STATE_TIMEOUT_S = 2.0
@@ -197,7 +199,9 @@ class StateCollector:
         labels = ["link_id", "course_id", "competence_id"]
         counts = GaugeMetricFamily(
             "cb_backfill_results", "Backfill progress of each link not done: results expected "
-            "(total), processed, granted, unmatched and failed", labels=labels + ["count"])
+            "(total), processed (the sum of the rest), granted (grants created), already_held, "
+            "not_passed, unmatched and errors (records unreadable or refused)",
+            labels=labels + ["count"])
         ratio = GaugeMetricFamily("cb_backfill_progress_ratio",
                                   "Processed / total of each link not done (0 until counted)",
                                   labels=labels)

@@ -49,7 +49,8 @@ def _progress_bar(b: dict, now: datetime) -> str:
                             unit=" results")
     return (f"  link {b['id']} (course {b['course_id']} → competence {b['competence_id']})\n"
             f"    {bar}\n"
-            f"    granted {b['granted']}, unmatched {b['unmatched']}, failed {b['failed']}")
+            f"    granted {b['granted']}, already held {b['already_held']}, "
+            f"not passed {b['not_passed']}, unmatched {b['unmatched']}, errors {b['errors']}")
 
 
 def _print(report: dict, recent: int, tz) -> None:

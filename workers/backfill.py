@@ -26,14 +26,26 @@ Phases (`backfill_checkpoint.phase`):
           granted for another link only, or unmatched whose employee exists by now);
   done    finished: the counters are recomputed from the course's stored results.
 
-Counters (on the link, CONTRACT section 5): `processed` = `total` = `granted` + `unmatched` +
-`failed` at the end, counting each of the course's results once:
-  granted    passed, matched and completed while the course was published: the employee holds
-             the competence through it (newly granted, or already held: rule 3);
-  unmatched  passed or not, no employee has that email (kept for the unmatched report);
-  failed     everything else: not passed, completed while the course was not published, or
-             a record InfoCaption served that could not be read (skipped and counted).
-The checkpoint keeps the breakdown of `failed` and the number of grants created.
+Counters (on the link, CONTRACT section 5), each result of the course counted once:
+  granted       passed results that granted the link's competence in this run (a grant
+                created, or renewed: the result is the grant's evidence now);
+  already_held  passed, matched results that earn the competence but created nothing: the
+                employee held it (rule 3), a grant of it was revoked for this result or after
+                it (rule 5), or another result of the same employee gave it;
+  not_passed    results that do not count as a pass: not passed (rule 1), or passed while the
+                course was not published (rule 6). The latter are also counted in
+                `not_published`: they are passes InfoCaption shows, so the link says why they
+                grant nothing; counting them as held or unmatched would say something false;
+  unmatched     passed results whose email matches no employee (kept for the unmatched report);
+  errors        records InfoCaption served that could not be read (client.py says what is
+                unreadable) or that the database refused for good (SQLSTATE classes 22, 23,
+                54: the page is then stored record by record, each in a savepoint). Each is
+                kept for ops as a dead letter of the queue `infocaption-api`, and the run goes on.
+  processed = granted + already_held + not_passed + unmatched + errors, page by page while
+  running, and processed = total at the end, where the counters are taken again from the
+  course's stored results (granted and errors are added up page by page, in the transaction of
+  each page, so a page rolled back counts nothing). The checkpoint keeps `grants_created`,
+  the grants of every competence the pages created.
 
 Page instability: InfoCaption pages by offset, so a list that changes while we page may
 repeat or skip a record. Repeats are harmless (see above) and the final counters are taken
@@ -61,7 +73,8 @@ from psycopg_pool import ConnectionPool
 
 from service import db, messaging
 from service.config import Settings
-from service.domain.pipeline import apply_course_status, apply_results, evaluate_results
+from service.domain.pipeline import (Outcome, apply_course_status, apply_results_keeping_going,
+                                     evaluate_results, keep_bad_records)
 from service.domain.rules import normalize_email
 from service.infocaption.client import CourseGone, InfoCaptionClient, InfoCaptionError, Page
 from service.metrics import GRANTS
@@ -70,6 +83,8 @@ from workers.base import BACKOFF_CAP_S, BACKOFF_FIRST_S, BatchWorker, is_transie
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
+# The link's counters (CONTRACT section 5); `processed` is their sum.
+COUNTERS = ("granted", "already_held", "not_passed", "unmatched", "errors")
 MAX_PASSES = 3
 LOCK_NAMESPACE = 7_413_005  # advisory lock (namespace, link id): one runner per link
 
@@ -162,7 +177,7 @@ class CheckpointMoved(Exception):
 
 def fresh_checkpoint(page_size: int) -> dict:
     return {"phase": "api", "pass": 1, "page": 1, "page_size": page_size, "last_total": None,
-            "shrank": False, "after_id": "", "skipped": 0, "grants_created": 0}
+            "shrank": False, "after_id": "", "grants_created": 0}
 
 
 class Backfill:
@@ -219,7 +234,7 @@ class Backfill:
         try:
             stopped = None
             if cp["phase"] == "api":
-                cp, stopped = self._commit_pages(link_id, cp, reader)
+                cp, stopped = self._commit_pages(link_id, link, cp, reader)
         finally:
             reader.close()
         if isinstance(stopped, CourseGone):
@@ -257,7 +272,8 @@ class Backfill:
 
     # --- the pages: two in flight, committed in order -------------------------------------------
 
-    def _commit_pages(self, link_id: int, cp: dict, reader: PageReader) -> tuple[dict, Exception | None]:
+    def _commit_pages(self, link_id: int, link: dict, cp: dict,
+                      reader: PageReader) -> tuple[dict, Exception | None]:
         """Commit the API pages from the checkpoint on.
 
         Returns the checkpoint after the last committed page, and the CourseGone or
@@ -293,7 +309,7 @@ class Backfill:
                         keys = _rows_touched(page)
                         started = threading.Event()
                         inflight.append((cp, pool.submit(
-                            self._commit_page, conns[sent % 2], link_id, cp, nxt, page,
+                            self._commit_page, conns[sent % 2], link, cp, nxt, page,
                             turn=_turn_key(link_id, sent),
                             after=_turn_key(link_id, sent - 1) if inflight else None,
                             # Pages that share an employee or a result would lock the same rows:
@@ -334,7 +350,7 @@ class Backfill:
         return row["backfill_checkpoint"]
 
     def _next_checkpoint(self, link_id: int, cp: dict, page: Page) -> dict:
-        nxt = dict(cp, skipped=cp["skipped"] + page.skipped, last_total=page.total_hits)
+        nxt = dict(cp, last_total=page.total_hits)
         if cp["last_total"] is not None and page.total_hits < cp["last_total"]:
             nxt["shrank"] = True
         if not page.last:
@@ -357,47 +373,50 @@ class Backfill:
             raise CheckpointMoved(f"link {link_id}: the checkpoint moved under this runner")
         return link
 
-    def _commit_page(self, conn: psycopg.Connection, link_id: int, cp: dict, nxt: dict, page: Page,
+    def _commit_page(self, conn: psycopg.Connection, link: dict, cp: dict, nxt: dict, page: Page,
                      *, turn: int, after: int | None, wait_first: bool = False,
                      started: threading.Event) -> tuple[dict, int]:
         """Store one page and move the checkpoint from `cp` to `nxt`; return (progress, grants).
 
         `started` is set once the page holds its turn, or failed before it could."""
-        ids = list(dict.fromkeys(r.id for r in page.items))
+        link_id = link["id"]
         try:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (turn,))
                 started.set()
                 if after is not None and wait_first:
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (after,))
-                statuses, created = self._store_page(conn, page, ids)
+                out, refused = self._store_page(conn, page)
                 if after is not None and not wait_first:  # the previous page's turn first
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (after,))
                 self._locked_link(conn, link_id, cp)
-                # Every result of the page as it stands now, counted once (as stored rows would be).
-                decided = [statuses[i] for i in ids if i in statuses]
-                row = conn.execute(db.q("backfill_page_progress"), {
-                    "link_id": link_id, "decided": len(decided), "skipped": page.skipped,
-                    "granted": decided.count("granted"), "unmatched": decided.count("unmatched"),
-                    "total": page.total_hits, "checkpoint": Jsonb(nxt), "created": created,
-                }).fetchone()
-            return row, created
+                # Unreadable (skipped by the client) and refused records: counted, kept for ops.
+                keep_bad_records(conn, page.rejected + refused, source="backfill",
+                                 course_id=link["course_id"], link_id=link_id)
+                counts = count_outcomes(out, link["competence_id"],
+                                        errors=page.skipped + len(refused))
+                row = conn.execute(db.q("backfill_page_progress"), dict(
+                    counts, link_id=link_id, total=page.total_hits, checkpoint=Jsonb(nxt),
+                    created=out.grants_created)).fetchone()
+            return row, out.grants_created
         finally:
             started.set()
 
-    def _store_page(self, conn: psycopg.Connection, page: Page, ids: list[str]) -> tuple[dict, int]:
-        """Store a page's results and grant what they earn; return (status by id, grants created)."""
+    def _store_page(self, conn: psycopg.Connection, page: Page) -> tuple[Outcome, list]:
+        """Store a page's results and grant what they earn; return (outcome, refused records).
+
+        The outcome's statuses hold every stored result of the page, as decided now; a record
+        the database refuses for good is left out and returned with its error."""
         tz = self.settings.time_zone
-        out = apply_results(conn, page.items, source="backfill", tz=tz)
-        statuses, created = out.statuses, out.grants_created
+        out, refused = apply_results_keeping_going(conn, page.items, source="backfill", tz=tz)
         # Results stored before (by webhook, before the link existed) come back unchanged
         # and were not decided above; decide them for the new link too.
-        unchanged = [i for i in ids if i not in statuses]
+        left_out = {rec.id for rec, _ in refused}
+        unchanged = [i for i in dict.fromkeys(r.id for r in page.items)
+                     if i not in out.statuses and i not in left_out]
         if unchanged:
-            created += evaluate_results(conn, unchanged, source="backfill", tz=tz).grants_created
-            statuses = dict(statuses, **{r["id"]: r["status"] for r in conn.execute(
-                db.q("result_statuses"), {"ids": unchanged}).fetchall()})
-        return statuses, created
+            out.add(evaluate_results(conn, unchanged, source="backfill", tz=tz))
+        return out, refused
 
     def _commit_stored_chunk(self, link_id: int, cp: dict, course: dict) -> dict:
         tz = self.settings.time_zone
@@ -407,13 +426,17 @@ class Backfill:
                 "course_id": course["id"], "competence_id": course["competence_id"],
                 "after_id": cp["after_id"], "limit": cp["page_size"],
             }).fetchall()]
-            created = evaluate_results(conn, ids, source="backfill", tz=tz).grants_created
+            out = evaluate_results(conn, ids, source="backfill", tz=tz)
+            created = out.grants_created
             nxt = dict(cp, grants_created=cp["grants_created"] + created)
             if len(ids) < cp["page_size"]:
                 nxt["phase"] = "done"
             else:
                 nxt["after_id"] = ids[-1]
-            conn.execute(db.q("backfill_move_checkpoint"), {"link_id": link_id, "checkpoint": Jsonb(nxt)})
+            # Only `granted` is added up here; the rest is counted from stored rows at the end.
+            conn.execute(db.q("backfill_stored_progress"), {
+                "link_id": link_id, "checkpoint": Jsonb(nxt),
+                "granted": count_outcomes(out, course["competence_id"], errors=0)["granted"]})
         GRANTS.labels(source="backfill").inc(created)
         return nxt
 
@@ -424,12 +447,14 @@ class Backfill:
                 return None
             row = conn.execute(db.q("backfill_finish"), {
                 "link_id": link_id, "course_id": course_id, "state": state, "error": error,
-                "skipped": cp["skipped"], "checkpoint": Jsonb(dict(cp, phase="done")),
+                "checkpoint": Jsonb(dict(cp, phase="done")),
             }).fetchone()
         row = dict(link, **row)
-        log.info("backfill of link %s %s: %s processed, %s granted, %s unmatched, %s failed",
+        log.info("backfill of link %s %s: %s processed: %s granted, %s already held, %s not passed"
+                 " (%s of them in a course not published then), %s unmatched, %s errors",
                  link_id, state, row["backfill_processed"], row["backfill_granted"],
-                 row["backfill_unmatched"], row["backfill_failed"])
+                 row["backfill_already_held"], row["backfill_not_passed"],
+                 row["backfill_not_published"], row["backfill_unmatched"], row["backfill_errors"])
         self.on_progress(row)
         return row
 
@@ -527,6 +552,30 @@ class BackfillWorker(BatchWorker):
                         continue
                     raise
                 return
+
+
+def count_outcomes(out: Outcome, competence_id: int, *, errors: int) -> dict:
+    """One link's counters (CONTRACT section 5) for what storing some results did.
+
+    A result counts as `granted` when it granted this link's competence; as `already_held` when
+    it earns it but created nothing; a result completed while the course was not published
+    counts in `not_passed` (and in `not_published`, the part of it that rule 6 decides).
+    """
+    counts = {"granted": 0, "already_held": 0, "not_passed": 0, "not_published": 0,
+              "unmatched": 0, "errors": errors}
+    for rid, outcome in out.statuses.items():
+        if competence_id in out.granted_competences.get(rid, ()):
+            counts["granted"] += 1
+        elif outcome in ("granted", "already_held"):
+            counts["already_held"] += 1
+        elif outcome in ("not_passed", "course_not_published"):
+            counts["not_passed"] += 1
+            counts["not_published"] += outcome == "course_not_published"
+        elif outcome == "unmatched":
+            counts["unmatched"] += 1
+        # no_link: not decided for a link (none existed), as the final count has it too
+    counts["processed"] = sum(counts[k] for k in COUNTERS)
+    return counts
 
 
 def _rows_touched(page: Page) -> set[tuple[str, str]]:

@@ -14,6 +14,15 @@ backfill covers what came before); each window overlaps the previous one by OVER
 clock difference between InfoCaption and us costs repeats (which change nothing), never gaps.
 A lost webhook is therefore granted by the next run: at most one interval late.
 
+A result the reconciliation stores (new, or changed) counts as *repaired* only when it changed
+more than REPAIR_GRACE before the run: a younger one may have its webhook still queued (the
+worker behind, or the webhook on its way), so it is stored (what the webhook brings later then
+changes nothing) and counted as `ahead` instead, never as a webhook lost. A webhook queued for
+longer than REPAIR_GRACE is counted as repaired: the grace is a bound, not knowledge of the
+queue. A record that cannot be read or stored is counted in `errors`, kept for ops
+(service/domain/pipeline.py, keep_bad_records) and the run goes on. Every run logs one line:
+courses read, results seen, repaired, ahead, errors, grants created, failed courses.
+
 Only the scheduler holding the advisory lock runs these jobs (workers/scheduler.py).
 """
 from __future__ import annotations
@@ -27,13 +36,15 @@ from psycopg_pool import ConnectionPool
 
 from service import db
 from service.config import Settings
-from service.domain.pipeline import apply_course_status, apply_results
+from service.domain.pipeline import (apply_course_status, apply_results_keeping_going,
+                                     keep_bad_records)
 from service.infocaption.client import CourseGone, InfoCaptionClient, InfoCaptionError
 from service.metrics import GRANTS, RECONCILE_REPAIRS, RECONCILE_RUNS
 
 log = logging.getLogger(__name__)
 
 OVERLAP = timedelta(minutes=5)
+REPAIR_GRACE = timedelta(minutes=5)  # a result changed since may have its webhook still queued
 PAGE_SIZE = 500
 
 
@@ -48,8 +59,10 @@ class CatalogOutcome:
 @dataclass
 class ReconcileOutcome:
     courses: int = 0
-    results: int = 0
-    repairs: int = 0  # results new or changed: what webhooks had not brought
+    results: int = 0  # records seen, readable or not
+    repairs: int = 0  # results new or changed, older than REPAIR_GRACE: webhooks had not brought them
+    ahead: int = 0  # results new or changed, younger: their webhook may still be queued
+    errors: int = 0  # records that could not be read or stored (kept for ops)
     grants_created: int = 0
     failed_courses: list[int] = field(default_factory=list)
 
@@ -125,12 +138,22 @@ def reconcile(settings: Settings, pool: ConnectionPool, client: InfoCaptionClien
         try:
             for page in client.result_pages(course, hits_per_page=page_size,
                                             changed_since=since - OVERLAP):
-                if not page.items:
+                out.results += page.received
+                if not page.items and not page.rejected:
                     continue
                 with pool.connection() as conn, conn.transaction():
-                    done = apply_results(conn, page.items, source="reconciliation", tz=tz)
-                out.results += done.results
-                out.repairs += len(done.statuses)
+                    done, refused = apply_results_keeping_going(
+                        conn, page.items, source="reconciliation", tz=tz)
+                    keep_bad_records(conn, page.rejected + refused, source="reconciliation",
+                                     course_id=course["id"])
+                out.errors += page.skipped + len(refused)
+                settled = started - REPAIR_GRACE
+                for rec in {r.id: r for r in page.items}.values():
+                    if rec.id in done.statuses:
+                        if (rec.changed_at or rec.completed_at) <= settled:
+                            out.repairs += 1
+                        else:
+                            out.ahead += 1
                 out.grants_created += done.grants_created
         except CourseGone:
             with pool.connection() as conn, conn.transaction():
@@ -149,9 +172,11 @@ def reconcile(settings: Settings, pool: ConnectionPool, client: InfoCaptionClien
     RECONCILE_REPAIRS.inc(out.repairs)
     GRANTS.labels(source="reconciliation").inc(out.grants_created)
     RECONCILE_RUNS.labels(outcome="error" if out.failed_courses else "ok").inc()
-    if out.repairs or out.failed_courses:
-        log.info("reconciliation: %d course(s), %d result(s) read, %d repaired, %d grant(s); failed: %s",
-                 out.courses, out.results, out.repairs, out.grants_created, out.failed_courses)
+    # One line every run, also when nothing was found: it shows the scheduler is alive.
+    log.info("reconciliation: %d course(s) read, %d result(s) seen, %d repaired, %d ahead of "
+             "their webhook, %d error(s), %d grant(s) created; failed courses: %s",
+             out.courses, out.results, out.repairs, out.ahead, out.errors, out.grants_created,
+             out.failed_courses or "none")
     return out
 
 

@@ -28,12 +28,27 @@ class LinkCreateSchema(Strict):
 
 
 class BackfillSchema(Strict):
+    """A backfill's progress; `processed` = granted + already_held + not_passed + unmatched + errors."""
+
     state = fields.String(required=True, validate=validate.OneOf(BACKFILL_STATES))
-    total = fields.Integer(required=True)
-    processed = fields.Integer(required=True)
-    granted = fields.Integer(required=True)
-    unmatched = fields.Integer(required=True)
-    failed = fields.Integer(required=True)
+    total = fields.Integer(required=True, metadata={"description": "results expected"})
+    processed = fields.Integer(required=True, metadata={
+        "description": "results done: granted + already_held + not_passed + unmatched + errors"})
+    granted = fields.Integer(required=True, metadata={
+        "description": "passed results that created the grant (grants created)"})
+    already_held = fields.Integer(required=True, metadata={
+        "description": "passed results that created nothing: the employee held the competence "
+                       "(rule 3), or a grant of it was revoked for this result (rule 5)"})
+    not_passed = fields.Integer(required=True, metadata={
+        "description": "results that do not count as a pass: not passed, or completed while "
+                       "the course was not published (rule 6; those are also in not_published)"})
+    not_published = fields.Integer(required=True, metadata={
+        "description": "of not_passed: passed while the course was not published"})
+    unmatched = fields.Integer(required=True, metadata={
+        "description": "passed results whose email matches no employee (the unmatched report)"})
+    errors = fields.Integer(required=True, metadata={
+        "description": "records InfoCaption served that could not be read or stored; kept for "
+                       "ops as dead letters of the queue infocaption-api"})
     started_at = fields.DateTime(required=True, allow_none=True)
     finished_at = fields.DateTime(required=True, allow_none=True)
     error = fields.String(required=True, allow_none=True, metadata={"description": "why it failed"})

@@ -34,7 +34,8 @@ SELECT count(*) AS total
 SELECT l.id, l.course_id, c.name AS course_name, c.status AS course_status,
        l.competence_id, comp.name AS competence_name, l.created_at, l.created_by,
        l.backfill_state, l.backfill_total, l.backfill_processed, l.backfill_granted,
-       l.backfill_unmatched, l.backfill_failed, l.backfill_started_at, l.backfill_finished_at,
+       l.backfill_already_held, l.backfill_not_passed, l.backfill_not_published,
+       l.backfill_unmatched, l.backfill_errors, l.backfill_started_at, l.backfill_finished_at,
        l.backfill_error
   FROM links l
   JOIN courses c ON c.id = l.course_id
@@ -49,7 +50,8 @@ SELECT l.id, l.course_id, c.name AS course_name, c.status AS course_status,
 SELECT l.id, l.course_id, c.name AS course_name, c.status AS course_status,
        l.competence_id, comp.name AS competence_name, l.created_at, l.created_by,
        l.backfill_state, l.backfill_total, l.backfill_processed, l.backfill_granted,
-       l.backfill_unmatched, l.backfill_failed, l.backfill_started_at, l.backfill_finished_at,
+       l.backfill_already_held, l.backfill_not_passed, l.backfill_not_published,
+       l.backfill_unmatched, l.backfill_errors, l.backfill_started_at, l.backfill_finished_at,
        l.backfill_error
   FROM links l
   JOIN courses c ON c.id = l.course_id

@@ -3,8 +3,9 @@
 -- name: backfill_link
 -- One link with its course, locked for the page being committed (NULL when it was deleted).
 SELECT l.id, l.course_id, l.competence_id, l.backfill_state, l.backfill_checkpoint,
-       l.backfill_total, l.backfill_processed, l.backfill_granted, l.backfill_unmatched,
-       l.backfill_failed, l.backfill_started_at, l.backfill_finished_at, l.backfill_error,
+       l.backfill_total, l.backfill_processed, l.backfill_granted, l.backfill_already_held,
+       l.backfill_not_passed, l.backfill_not_published, l.backfill_unmatched, l.backfill_errors,
+       l.backfill_started_at, l.backfill_finished_at, l.backfill_error,
        c.name AS course_name, c.guide_type, c.status AS course_status
   FROM links l
   JOIN courses c ON c.id = l.course_id
@@ -15,7 +16,8 @@ SELECT l.id, l.course_id, l.competence_id, l.backfill_state, l.backfill_checkpoi
 -- Start a backfill from its first page: counters back to zero, a fresh checkpoint.
 UPDATE links
    SET backfill_state = 'running', backfill_total = 0, backfill_processed = 0,
-       backfill_granted = 0, backfill_unmatched = 0, backfill_failed = 0,
+       backfill_granted = 0, backfill_already_held = 0, backfill_not_passed = 0,
+       backfill_not_published = 0, backfill_unmatched = 0, backfill_errors = 0,
        backfill_started_at = now(), backfill_finished_at = NULL, backfill_error = NULL,
        backfill_checkpoint = %(checkpoint)s
  WHERE id = %(link_id)s
@@ -30,26 +32,36 @@ UPDATE links
 RETURNING backfill_checkpoint;
 
 -- name: backfill_page_progress
--- Count one committed page of results into the link's progress and move its checkpoint.
--- decided = the page's stored results, granted/unmatched = those with that status; every other
--- decided result is 'failed' (not passed, or completed while the course was not published) as
--- is an unreadable record (skipped).
+-- Count one committed page of results into the link's progress and move its checkpoint
+-- (workers/backfill.py, count_outcomes: processed = granted + already_held + not_passed +
+-- unmatched + errors; not_published is the part of not_passed that rule 6 decided).
 UPDATE links l
-   SET backfill_processed = l.backfill_processed + %(decided)s + %(skipped)s,
+   SET backfill_processed = l.backfill_processed + %(processed)s,
        backfill_granted = l.backfill_granted + %(granted)s,
+       backfill_already_held = l.backfill_already_held + %(already_held)s,
+       backfill_not_passed = l.backfill_not_passed + %(not_passed)s,
+       backfill_not_published = l.backfill_not_published + %(not_published)s,
        backfill_unmatched = l.backfill_unmatched + %(unmatched)s,
-       backfill_failed = l.backfill_failed + %(decided)s - %(granted)s - %(unmatched)s + %(skipped)s,
-       backfill_total = greatest(%(total)s, l.backfill_processed + %(decided)s + %(skipped)s),
+       backfill_errors = l.backfill_errors + %(errors)s,
+       backfill_total = greatest(%(total)s, l.backfill_processed + %(processed)s),
        -- the grants created so far: added up here, where the pages commit in order
        backfill_checkpoint = jsonb_set(%(checkpoint)s::jsonb, '{grants_created}', to_jsonb(
            coalesce((l.backfill_checkpoint ->> 'grants_created')::bigint, 0) + %(created)s))
  WHERE l.id = %(link_id)s
-RETURNING l.backfill_total, l.backfill_processed, l.backfill_granted, l.backfill_unmatched,
-          l.backfill_failed, l.backfill_checkpoint;
+RETURNING l.backfill_total, l.backfill_processed, l.backfill_granted, l.backfill_already_held,
+          l.backfill_not_passed, l.backfill_not_published, l.backfill_unmatched,
+          l.backfill_errors, l.backfill_checkpoint;
 
 -- name: backfill_move_checkpoint
--- Move a backfill's checkpoint without counting (the sweep over stored results).
+-- Move a backfill's checkpoint without counting.
 UPDATE links SET backfill_checkpoint = %(checkpoint)s WHERE id = %(link_id)s;
+
+-- name: backfill_stored_progress
+-- The sweep over stored results: add the results that granted the link's competence and move
+-- the checkpoint (the other counters are taken from stored rows at the end).
+UPDATE links
+   SET backfill_granted = backfill_granted + %(granted)s, backfill_checkpoint = %(checkpoint)s
+ WHERE id = %(link_id)s;
 
 -- name: backfill_undecided_stored_results
 -- Stored results of the course that may earn something through this link and were not
@@ -76,21 +88,23 @@ SELECT r.id
 
 -- name: backfill_finish
 -- End a backfill. The counters are taken from the course's stored results, so repeats and
--- results added while paging count once: processed = total = granted + unmatched + failed,
--- where failed = not passed + completed while not published + unreadable records.
+-- results added while paging count once: processed = total = granted + already_held +
+-- not_passed + unmatched + errors. granted (the results that granted the link's competence in
+-- this run) and errors (records that could not be read or stored) were added up page by page;
+-- already_held is the rest of the results that earn it.
 UPDATE links l
    SET backfill_state = %(state)s, backfill_error = %(error)s, backfill_finished_at = now(),
-       backfill_processed = s.decided + %(skipped)s,
-       backfill_total = s.decided + %(skipped)s,
-       backfill_granted = s.granted,
+       backfill_processed = s.decided + l.backfill_errors,
+       backfill_total = s.decided + l.backfill_errors,
+       backfill_granted = least(l.backfill_granted, s.earning),
+       backfill_already_held = s.earning - least(l.backfill_granted, s.earning),
+       backfill_not_passed = s.not_passed + s.not_published,
+       backfill_not_published = s.not_published,
        backfill_unmatched = s.unmatched,
-       backfill_failed = s.decided - s.granted - s.unmatched + %(skipped)s,
-       backfill_checkpoint = %(checkpoint)s::jsonb || jsonb_build_object(
-           'failed_not_passed', s.not_passed,
-           'failed_course_not_published', s.not_published,
-           'failed_unreadable', %(skipped)s)
-  FROM (SELECT count(*) FILTER (WHERE status NOT IN ('received', 'no_link')) AS decided,
-               count(*) FILTER (WHERE status = 'granted') AS granted,
+       backfill_checkpoint = %(checkpoint)s
+  FROM (SELECT count(*) FILTER (WHERE status IN ('granted', 'failed', 'unmatched',
+                                                 'course_not_published')) AS decided,
+               count(*) FILTER (WHERE status = 'granted') AS earning,
                count(*) FILTER (WHERE status = 'unmatched') AS unmatched,
                count(*) FILTER (WHERE status = 'failed') AS not_passed,
                count(*) FILTER (WHERE status = 'course_not_published') AS not_published
@@ -155,3 +169,14 @@ SELECT id FROM competences
 INSERT INTO courses (id, name, guide_type, last_seen_at)
 VALUES (%(id)s, %(name)s, %(guide_type)s, now())
 ON CONFLICT (id) DO NOTHING;
+
+-- name: keep_bad_record
+-- Keep a record of InfoCaption's API that could not be read or stored (a dead letter of no
+-- queue: ops see it, nothing replays it); the same record of the same course, still pending,
+-- is kept once.
+INSERT INTO dead_letters (queue, event_type, payload, error)
+SELECT %(queue)s, 'infocaption.result', %(payload)s, %(error)s
+ WHERE NOT EXISTS (SELECT 1 FROM dead_letters d
+                    WHERE d.queue = %(queue)s AND d.replayed_at IS NULL
+                      AND d.payload -> 'course_id' = to_jsonb(%(course_id)s::bigint)
+                      AND d.payload ->> 'record' = %(record)s);

@@ -36,8 +36,9 @@ GROUP BY backfill_state;
 -- Links whose backfill is not done, oldest first: one series (or one progress bar) each.
 SELECT id, course_id, competence_id, backfill_state AS state,
        backfill_total AS total, backfill_processed AS processed,
-       backfill_granted AS granted, backfill_unmatched AS unmatched,
-       backfill_failed AS failed, backfill_started_at AS started_at
+       backfill_granted AS granted, backfill_already_held AS already_held,
+       backfill_not_passed AS not_passed, backfill_unmatched AS unmatched,
+       backfill_errors AS errors, backfill_started_at AS started_at
 FROM links
 WHERE backfill_state <> 'done'
 ORDER BY id

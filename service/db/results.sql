@@ -22,8 +22,12 @@ ON CONFLICT (id) DO NOTHING;
 -- Each row is stored decided (employee and status by the same rule as evaluate_results, from
 -- the same values), and the rows stored as 'granted' go straight to the grant step that
 -- evaluate_results ends with (grant_classified): nothing is read back.
--- Returns one row per new or changed result (id, status; inserted NULL) and one per grant
--- created or renewed (id NULL; inserted true for a new grant).
+-- Returns one row per new or changed result (id, status, outcome; the rest NULL) and one per
+-- grant created or renewed (id NULL; result_id and competence_id of the grant, inserted true
+-- for a new grant). The outcome says what the result did (service/domain/pipeline.py,
+-- Outcome): 'granted' when it created or renewed a grant, 'already_held' when it earns the
+-- competence but a grant existed (or was revoked for it, rule 5), 'not_passed' for a failed
+-- result, else its status (unmatched, course_not_published, no_link).
 -- The arrays travel in binary format (the "b" placeholders: nothing to format and escape per
 -- element), except the scores: numbers of either kind, and text keeps their digits as given.
 WITH incoming AS (
@@ -74,14 +78,23 @@ classified AS (
       FROM upserted
 ),
 -- include: grant_classified
-SELECT id, status, NULL::boolean AS inserted FROM upserted
+SELECT u.id, u.status,
+       CASE WHEN u.status = 'granted'
+                 THEN CASE WHEN gr.result_id IS NULL THEN 'already_held' ELSE 'granted' END
+            WHEN u.status = 'failed' THEN 'not_passed'
+            ELSE u.status END AS outcome,
+       NULL::text AS result_id, NULL::bigint AS competence_id, NULL::boolean AS inserted
+  FROM upserted u
+  LEFT JOIN (SELECT DISTINCT result_id FROM granted) gr ON gr.result_id = u.id
 UNION ALL
-SELECT NULL, NULL, inserted FROM granted;
+SELECT NULL, NULL, NULL, result_id, competence_id, inserted FROM granted;
 
 -- name: evaluate_results
 -- Apply CONTRACT rules 1, 2, 3, 5 and 6 to the given stored results in one statement:
 -- classify each result again, then grant every linked competence to the matched employee
--- (grant_classified). Returns one row per grant created or renewed.
+-- (grant_classified). Returns one row per given result (id, status as decided now, outcome as
+-- in upsert_results; the rest NULL) and one per grant created or renewed (id NULL; result_id,
+-- competence_id, inserted).
 WITH r AS (
     SELECT res.id, res.course_id, res.passed, res.completed_at, res.webhook_id,
            e.id AS employee_id,
@@ -116,7 +129,17 @@ marked AS (
     RETURNING results.id
 ),
 -- include: grant_classified
-SELECT id, employee_id, competence_id, inserted FROM granted;
+SELECT c.id, c.new_status AS status,
+       CASE WHEN c.new_status = 'granted'
+                 THEN CASE WHEN gr.result_id IS NULL THEN 'already_held' ELSE 'granted' END
+            WHEN c.new_status = 'failed' THEN 'not_passed'
+            ELSE c.new_status END AS outcome,
+       NULL::bigint AS employee_id, NULL::text AS result_id, NULL::bigint AS competence_id,
+       NULL::boolean AS inserted
+  FROM classified c
+  LEFT JOIN (SELECT DISTINCT result_id FROM granted) gr ON gr.result_id = c.id
+UNION ALL
+SELECT NULL, NULL, NULL, employee_id, result_id, competence_id, inserted FROM granted;
 
 -- name: grant_classified
 -- Not a statement: the grant step that upsert_results and evaluate_results end with, on a
@@ -170,7 +193,7 @@ SET valid_to = excluded.valid_to, source = excluded.source, course_id = excluded
 WHERE g.source <> 'manual'
   AND g.valid_to IS NOT NULL AND excluded.valid_to > g.valid_to
   AND (SELECT renew_on_completion FROM competences WHERE id = g.competence_id)
-RETURNING g.id, g.employee_id, g.competence_id, (xmax = 0) AS inserted
+RETURNING g.id, g.employee_id, g.competence_id, g.result_id, (xmax = 0) AS inserted
 )
 
 -- name: result_statuses

@@ -123,7 +123,9 @@ def _link(row: dict) -> dict:
     link["backfill"] = {
         "state": row["backfill_state"], "total": row["backfill_total"],
         "processed": row["backfill_processed"], "granted": row["backfill_granted"],
-        "unmatched": row["backfill_unmatched"], "failed": row["backfill_failed"],
+        "already_held": row["backfill_already_held"], "not_passed": row["backfill_not_passed"],
+        "not_published": row["backfill_not_published"], "unmatched": row["backfill_unmatched"],
+        "errors": row["backfill_errors"],
         "started_at": row["backfill_started_at"], "finished_at": row["backfill_finished_at"],
         "error": row["backfill_error"],
     }

@@ -5,11 +5,14 @@ set-based: a batch of any size costs the same handful of round trips.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from service import db
 from service.domain.rules import normalize_email
@@ -24,9 +27,21 @@ STATUS_EVENTS = {
 }
 
 
+# What one stored result did (Outcome.statuses): the words of logs, metrics and counters.
+OUTCOMES = ("granted", "already_held", "not_passed", "unmatched", "course_not_published", "no_link")
+
+
 @dataclass
 class Outcome:
-    """What a batch did: counts for metrics, logs and backfill progress."""
+    """What a batch did: counts for metrics, logs and backfill progress.
+
+    `statuses` maps each result decided by the batch to its outcome (one of OUTCOMES):
+    `granted` when it created or renewed at least one grant (it is the grant's evidence now),
+    `already_held` when it earns the competence but created nothing (a grant existed, was
+    revoked for it, or another result of the batch gave it: rule 3 and 5), `not_passed`,
+    `unmatched`, `course_not_published` (rule 6), `no_link`. `granted_competences` names,
+    per result, the competences it granted (a backfill counts its own link's only).
+    """
 
     duplicates: int = 0
     results: int = 0
@@ -34,7 +49,8 @@ class Outcome:
     grants_created: int = 0
     grants_renewed: int = 0
     status_changes: int = 0
-    statuses: dict[str, str] = field(default_factory=dict)  # result id -> status
+    statuses: dict[str, str] = field(default_factory=dict)  # result id -> outcome
+    granted_competences: dict[str, set[int]] = field(default_factory=dict)
 
     def add(self, other: "Outcome") -> None:
         self.duplicates += other.duplicates
@@ -44,6 +60,20 @@ class Outcome:
         self.grants_renewed += other.grants_renewed
         self.status_changes += other.status_changes
         self.statuses.update(other.statuses)
+        for rid, competences in other.granted_competences.items():
+            self.granted_competences.setdefault(rid, set()).update(competences)
+
+    def _count(self, rows) -> None:
+        """Take the rows of upsert_results or evaluate_results: outcomes and grants."""
+        for row in rows:
+            if row["id"] is not None:
+                self.statuses[row["id"]] = row["outcome"]
+                continue
+            if row["inserted"]:
+                self.grants_created += 1
+            else:
+                self.grants_renewed += 1
+            self.granted_competences.setdefault(row["result_id"], set()).add(row["competence_id"])
 
 
 @dataclass(frozen=True)
@@ -147,18 +177,15 @@ def record_results(conn: psycopg.Connection, records: list[ResultRecord], *, sou
         },
         prepare=False,  # planned for these values: see evaluate_results
     ).fetchall()
-    for row in rows:
-        if row["id"] is not None:
-            out.statuses[row["id"]] = row["status"]
-        elif row["inserted"]:
-            out.grants_created += 1
-        else:
-            out.grants_renewed += 1
+    out._count(rows)
     return out
 
 
 def evaluate_results(conn: psycopg.Connection, result_ids: list[str], *, source: str, tz: str) -> Outcome:
-    """Decide the given stored results again and grant what they earn; idempotent."""
+    """Decide the given stored results again and grant what they earn; idempotent.
+
+    The outcome's statuses cover every given result that is stored.
+    """
     out = Outcome()
     if not result_ids:
         return out
@@ -167,9 +194,87 @@ def evaluate_results(conn: psycopg.Connection, result_ids: list[str], *, source:
     rows = conn.execute(
         db.q("evaluate_results"), {"ids": result_ids, "source": source, "tz": tz}, prepare=False
     ).fetchall()
-    out.grants_created = sum(1 for r in rows if r["inserted"])
-    out.grants_renewed = len(rows) - out.grants_created
+    out._count(rows)
     return out
+
+
+# SQLSTATE classes of errors that storing the same data again meets again: data exception,
+# integrity constraint violation, program limit exceeded (e.g. an index row too large).
+UNSTORABLE_CLASSES = ("22", "23", "54")
+# Where records of InfoCaption's API that could not be read or stored are kept for ops: a
+# dead letter of no queue (nothing to replay it to; a replay skips it).
+BAD_RECORDS_QUEUE = "infocaption-api"
+BAD_RECORD_MAX = 65536  # characters of a kept record
+
+
+def unstorable(exc: BaseException) -> bool:
+    """Tell whether an error means the database refuses this data for good."""
+    if isinstance(exc, UnicodeError):
+        return True  # text PostgreSQL cannot hold (a lone surrogate), refused before sending
+    if isinstance(exc, psycopg.Error):
+        sqlstate = exc.sqlstate
+        if sqlstate:
+            return sqlstate[:2] in UNSTORABLE_CLASSES
+        return isinstance(exc, psycopg.DataError)  # refused by psycopg before it was sent
+    return False
+
+
+def storable_text(value: str, limit: int = 4000) -> str:
+    """The text itself where PostgreSQL can hold it; lone surrogates and NUL as escapes."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")[:limit]
+
+
+def apply_results_keeping_going(
+    conn: psycopg.Connection, records: list[ResultRecord], *, source: str, tz: str
+) -> tuple[Outcome, list[tuple[ResultRecord, str]]]:
+    """Record results like apply_results; leave out and return those the database refuses.
+
+    The batch is stored in a savepoint; when the database refuses it for good (`unstorable`),
+    each record is stored in a savepoint of its own, so that one bad record costs only itself.
+    Returns the outcome and the refused records with their error (for `keep_bad_records`).
+    """
+    try:
+        with conn.transaction():
+            return apply_results(conn, records, source=source, tz=tz), []
+    except Exception as exc:  # noqa: BLE001 - sorted below
+        if not unstorable(exc):
+            raise
+        log.warning("a page of %d result(s) was refused (%s); storing them one by one",
+                    len(records), exc.__class__.__name__)
+    out, refused = Outcome(), []
+    for rec in records:
+        try:
+            with conn.transaction():
+                out.add(apply_results(conn, [rec], source=source, tz=tz))
+        except Exception as exc:  # noqa: BLE001 - sorted below
+            if not unstorable(exc):
+                raise
+            refused.append((rec, f"{exc.__class__.__name__}: {exc}"))
+    return out, refused
+
+
+def keep_bad_records(conn: psycopg.Connection, bad: list[tuple[object, str]], *, source: str,
+                     course_id: int, link_id: int | None = None) -> int:
+    """Keep records of InfoCaption's API that could not be read or stored, for ops.
+
+    `bad` holds (record as served, or the ResultRecord refused, error). Each is kept in
+    dead_letters (queue BAD_RECORDS_QUEUE) in a form that can always be stored: the record as
+    ASCII-escaped JSON text. A record kept before and still pending is not kept again. Returns
+    how many were given (what the caller counts in `errors`).
+    """
+    for record, error in bad:
+        if isinstance(record, ResultRecord):
+            record = dataclasses.asdict(record)
+        text = json.dumps(record, ensure_ascii=True, default=str, sort_keys=True)[:BAD_RECORD_MAX]
+        rid = record.get("resultId", record.get("id")) if isinstance(record, dict) else None
+        payload = {"source": source, "course_id": course_id, "link_id": link_id,
+                   "result_id": None if rid is None else storable_text(str(rid), 200),
+                   "record": text}
+        conn.execute(db.q("keep_bad_record"), {
+            "queue": BAD_RECORDS_QUEUE, "payload": Jsonb(payload), "course_id": course_id,
+            "record": text, "error": storable_text(error),
+        })
+    return len(bad)
 
 
 def process_events(conn: psycopg.Connection, events: list[dict], *, tz: str, source: str = "webhook") -> Outcome:
@@ -230,7 +335,7 @@ def apply_course_status(
     ).fetchall()]
     if not ids:
         return out
-    out.add(evaluate_results(conn, ids, source=grant_source, tz=tz))
+    out.add(_grants_only(evaluate_results(conn, ids, source=grant_source, tz=tz)))
     withdrawn = conn.execute(db.q("withdraw_grants_of_ungranting_results"), {"ids": ids}).fetchall()
     if withdrawn:
         # Another result of the same employee may earn what the withdrawn grant gave.
@@ -238,8 +343,13 @@ def apply_course_status(
         again = [r["id"] for r in conn.execute(
             db.q("granted_result_ids_for_employees"), {"employee_ids": employees}
         ).fetchall()]
-        out.add(evaluate_results(conn, again, source=grant_source, tz=tz))
+        out.add(_grants_only(evaluate_results(conn, again, source=grant_source, tz=tz)))
     return out
+
+
+def _grants_only(out: Outcome) -> Outcome:
+    """The grant counts of re-deciding results: a status change is one event, not a result's."""
+    return Outcome(grants_created=out.grants_created, grants_renewed=out.grants_renewed)
 
 
 def grant_unmatched_for_email(conn: psycopg.Connection, email: str, *, tz: str) -> Outcome:

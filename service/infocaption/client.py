@@ -16,7 +16,11 @@ field names and error codes are kept here and nowhere else; the rest of the serv
   `total_timeout_s` whatever the server trickles (`_Deadline`); a call that runs out of time is
   retried like a timeout.
 - A record that cannot be read is logged (email masked), counted in
-  `cb_infocaption_bad_records_total` and skipped; `Page.skipped` says how many.
+  `cb_infocaption_bad_records_total` and left out of `Page.items`; `Page.rejected` holds it as
+  served with the reason, for the caller to count in `errors` and keep for ops. Unreadable: a
+  missing or mistyped field, text that is not valid Unicode (a lone surrogate) or holds NUL,
+  a time without an offset, or one before 2000-01-01 or more than a day in the future (the
+  bounds of the webhook edge, CONTRACT section 3).
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import Callable, Iterator, Mapping
 from urllib.parse import urlsplit
@@ -51,6 +55,9 @@ GUIDES_PATH = "/API/public/guides"
 RESULTS_PATH = "/API/courses/{course_id}/results"
 COURSE_GUIDE_TYPES = (14, 18)  # Kurs, FysiskKurs
 MAX_TEXT = 1000
+# A time outside these bounds is not a real one (CONTRACT section 3 bounds completedAt alike).
+EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
+FUTURE_SLACK = timedelta(days=1)
 
 
 class InfoCaptionError(RuntimeError):
@@ -99,6 +106,7 @@ class Page:
     hits_per_page: int
     received: int  # records on the page, readable or not
     skipped: int = 0  # records that could not be read
+    rejected: list = field(default_factory=list)  # (record as served, why), one per skipped
     last: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -318,8 +326,14 @@ class InfoCaptionClient:
         path = RESULTS_PATH.format(course_id=int(course["id"]))
         body = self._get_json(path, params, gone=lambda: CourseGone(int(course["id"])))
         raws = _results_of(body)
-        items = [r for r in (_parse_result(raw, course) for raw in raws) if r is not None]
-        return _page(body, items, len(raws), page, hits_per_page)
+        items, rejected = [], []
+        for raw in raws:
+            record = _parse_result(raw, course, rejected)
+            if record is not None:
+                items.append(record)
+        got = _page(body, items, len(raws), page, hits_per_page)
+        got.rejected = rejected
+        return got
 
     def result_pages(
         self,
@@ -542,6 +556,10 @@ def _text(value, name: str, *, required: bool) -> str | None:
         raise _Bad(f"{name} is not a string")
     if "\x00" in value or len(value) > MAX_TEXT:
         raise _Bad(f"{name} is too long or holds NUL")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Bad(f"{name} is not valid Unicode (a lone surrogate)") from None
     if required and not value.strip():
         raise _Bad(f"{name} is empty")
     return value
@@ -558,11 +576,17 @@ def _moment(value, name: str, *, required: bool) -> datetime | None:
         raise _Bad(f"{name} is not ISO-8601") from None
     if moment.tzinfo is None:
         raise _Bad(f"{name} has no UTC offset")
+    try:
+        absurd = not EARLIEST <= moment <= datetime.now(timezone.utc) + FUTURE_SLACK
+    except OverflowError:  # year 1 or 9999 with an offset beyond the calendar's ends
+        absurd = True
+    if absurd:
+        raise _Bad(f"{name} is before 2000-01-01 or more than a day in the future")
     return moment
 
 
-def _parse_result(raw, course: dict) -> ResultRecord | None:
-    """Read one result record; log, count and return None when it cannot be used."""
+def _parse_result(raw, course: dict, rejected: list | None = None) -> ResultRecord | None:
+    """Read one result record; log, count, add to `rejected` and return None when it cannot be used."""
     email = None
     rid = None
     try:
@@ -601,8 +625,11 @@ def _parse_result(raw, course: dict) -> ResultRecord | None:
     except _Bad as bad:
         INFOCAPTION_BAD_RECORDS.inc()
         who = mask_email(email if isinstance(email, str) else None)
+        shown = "-" if rid is None else ascii(str(rid)[:100])  # the id may be what is unreadable
         log.warning("InfoCaption result skipped: %s (course %s, result %s, participant %s)",
-                    bad, course.get("id"), str(rid)[:100] if rid is not None else "-", who)
+                    bad, course.get("id"), shown, who)
+        if rejected is not None:
+            rejected.append((raw, str(bad)))
         return None
 
 

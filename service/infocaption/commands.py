@@ -119,8 +119,11 @@ def backfill(link_id: int, page_size: int):
     def progress(row: dict) -> None:
         bar.total = max(row.get("backfill_total") or 0, row.get("backfill_processed") or 0)
         bar.n = row.get("backfill_processed") or 0
-        bar.set_postfix(granted=row.get("backfill_granted"), unmatched=row.get("backfill_unmatched"),
-                        failed=row.get("backfill_failed"), refresh=False)
+        bar.set_postfix(granted=row.get("backfill_granted"),
+                        already_held=row.get("backfill_already_held"),
+                        not_passed=row.get("backfill_not_passed"),
+                        unmatched=row.get("backfill_unmatched"), errors=row.get("backfill_errors"),
+                        refresh=False)
         bar.refresh()
 
     try:
@@ -136,7 +139,9 @@ def backfill(link_id: int, page_size: int):
         raise click.ClickException(f"no link with id {link_id}")
     click.echo(f"link {link_id}: backfill {row['backfill_state']}: total {row['backfill_total']}, "
                f"processed {row['backfill_processed']}, granted {row['backfill_granted']}, "
-               f"unmatched {row['backfill_unmatched']}, failed {row['backfill_failed']}")
+               f"already held {row['backfill_already_held']}, "
+               f"not passed {row['backfill_not_passed']}, unmatched {row['backfill_unmatched']}, "
+               f"errors {row['backfill_errors']}")
     if row["backfill_state"] != "done":
         raise click.ClickException(row.get("backfill_error") or "the backfill did not finish")
 

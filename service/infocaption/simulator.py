@@ -425,8 +425,13 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def _json(body, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(json.dumps(body, ensure_ascii=False), status=status,
-                    headers=headers or {}, content_type="application/json")
+    text = json.dumps(body, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (a bad record served as it is): JSON can only carry it escaped.
+        text = json.dumps(body, ensure_ascii=True)
+    return Response(text, status=status, headers=headers or {}, content_type="application/json")
 
 
 class Simulator:

@@ -21,8 +21,9 @@ def test_create_link_answers_201_starts_its_backfill_and_is_audited(conn, api):
     assert link["course_status"] == "published"
     assert link["created_by"] == "admin"
     assert link["backfill"] == {"state": "pending", "total": 0, "processed": 0, "granted": 0,
-                                "unmatched": 0, "failed": 0, "started_at": None, "finished_at": None,
-                                "error": None}
+                                "already_held": 0, "not_passed": 0, "not_published": 0,
+                                "unmatched": 0, "errors": 0, "started_at": None,
+                                "finished_at": None, "error": None}
     outbox = conn.execute("SELECT topic, payload, published_at FROM outbox").fetchall()
     assert outbox == [{"topic": "backfill", "payload": {"link_id": link["id"]}, "published_at": None}]
     [row] = audit_rows(conn, "link.create")
@@ -112,15 +113,19 @@ def test_get_link_shows_course_status_and_backfill(conn, api):
     tree = add_tree(conn)
     link_id = add_link(conn, 4711, tree["leaf"])
     conn.execute("UPDATE links SET backfill_state = 'running', backfill_total = 10, backfill_processed = 4,"
-                 " backfill_granted = 3, backfill_unmatched = 1, backfill_started_at = '2026-11-30T10:00:00Z'"
+                 " backfill_granted = 1, backfill_already_held = 2, backfill_unmatched = 1,"
+                 " backfill_started_at = '2026-11-30T10:00:00Z'"
                  " WHERE id = %s", (link_id,))
     r = api.get(f"/api/v1/links/{link_id}")
     assert r.status_code == 200
     link = r.get_json()
     assert link["course_status"] == "unpublished"
     assert link["backfill"]["state"] == "running"
-    assert (link["backfill"]["total"], link["backfill"]["processed"], link["backfill"]["granted"],
-            link["backfill"]["unmatched"], link["backfill"]["failed"]) == (10, 4, 3, 1, 0)
+    assert {k: link["backfill"][k] for k in ("total", "processed", "granted", "already_held",
+                                              "not_passed", "not_published", "unmatched", "errors")} == {
+        "total": 10, "processed": 4, "granted": 1, "already_held": 2, "not_passed": 0,
+        "not_published": 0, "unmatched": 1, "errors": 0}
+    assert "failed" not in link["backfill"]
     assert link["backfill"]["started_at"].startswith("2026-11-30T")
     assert api.get("/api/v1/links/999").status_code == 404
     assert api.get("/api/v1/links/999").get_json()["message"] == "link 999 does not exist"

@@ -134,5 +134,25 @@ def classify(data: DataSet, course_id: int, staff: dict[str, int]) -> dict[str, 
     return counts
 
 
+COUNTERS = ("granted", "already_held", "not_passed", "unmatched", "errors")
+
+
+def expected_counters(data: DataSet, course_id: int, staff: dict[str, int], *, errors: int = 0,
+                      held: int = 0) -> dict[str, int]:
+    """The counters a backfill of a link of a fresh competence must end with (CONTRACT section 5).
+
+    granted: one result per employee who passed (the first pass), less the `held` employees
+    who held the competence before; every other passed and matched result is already_held."""
+    counts = classify(data, course_id, staff)
+    granted = len(expected_grants(data, course_id, staff)) - held
+    return {"granted": granted, "already_held": counts["granted"] - granted,
+            "not_passed": counts["failed"], "unmatched": counts["unmatched"], "errors": errors}
+
+
+def counters(row: dict) -> dict[str, int]:
+    """A link row's counters by their CONTRACT names."""
+    return {k: row[f"backfill_{k}"] for k in COUNTERS}
+
+
 def link_row(conn, link_id: int) -> dict:
     return conn.execute("SELECT * FROM links WHERE id = %s", (link_id,)).fetchone()

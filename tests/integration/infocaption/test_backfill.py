@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -20,13 +20,15 @@ from service.messaging import Publisher
 from service.metrics import INFOCAPTION_BAD_RECORDS
 from tests.conftest import SECRET, wait_for
 from tests.integration.infocaption.conftest import (
-    TZ, add_link, add_staff, classify, client_for, expected_grants, link_row, settings_for)
+    TZ, add_link, add_staff, classify, client_for, counters, expected_counters, expected_grants,
+    link_row, settings_for)
 from workers.backfill import Backfill, BackfillWorker
 
 pytestmark = pytest.mark.integration
 
 COUNTERS = ("backfill_state", "backfill_total", "backfill_processed", "backfill_granted",
-            "backfill_unmatched", "backfill_failed", "backfill_error")
+            "backfill_already_held", "backfill_not_passed", "backfill_not_published",
+            "backfill_unmatched", "backfill_errors", "backfill_error")
 
 
 def grants_of(conn, competence_id):
@@ -94,20 +96,25 @@ def test_backfill_of_10000_results_grants_exactly_the_passed_and_matched(conn, s
     assert statuses == {k: v for k, v in counts.items() if v}
     assert counts["unmatched"] > 0 and counts["failed"] > 0
 
-    # the counters add up: processed = total = granted + unmatched + failed
+    # the counters add up: processed = total = granted + already_held + not_passed + unmatched
+    # + errors; granted counts grants created (one per employee), the other passes already_held
     row = link_row(conn, link["id"])
     assert row["backfill_total"] == row["backfill_processed"] == 10_000
-    assert (row["backfill_granted"], row["backfill_unmatched"], row["backfill_failed"]) == (
-        counts["granted"], counts["unmatched"], counts["failed"])
+    assert counters(row) == expected_counters(data, course.id, staff)
+    assert row["backfill_granted"] == len(want) and row["backfill_already_held"] > 0
     assert row["backfill_started_at"] <= row["backfill_finished_at"]
     assert row["backfill_checkpoint"]["grants_created"] == len(want)
 
-    # a second run changes nothing
+    # a second run changes nothing, and says so: every passed result is already held
     before = snapshot(conn, link["id"])
     again = Backfill(s, pool, client_for(sim), page_size=1000).run(link["id"], again=True)
     assert again["backfill_state"] == "done"
     assert again["backfill_checkpoint"]["grants_created"] == 0
-    assert snapshot(conn, link["id"]) == before
+    assert snapshot(conn, link["id"])[:2] == before[:2]
+    first = counters(row)
+    assert counters(again) == dict(first, granted=0,
+                                   already_held=first["granted"] + first["already_held"])
+    assert again["backfill_processed"] == again["backfill_total"] == 10_000
 
 
 def _cli(name: str) -> str:
@@ -167,10 +174,8 @@ def test_backfill_killed_half_way_resumes_without_duplicates_or_gaps(conn, setti
     want = expected_grants(data, course.id, staff)
     got = grants_of(conn, link["competence_id"])
     assert {e: (g["valid_from"], g["valid_to"]) for e, g in got.items()} == want  # no duplicates
-    counts = classify(data, course.id, staff)
     assert (row["backfill_total"], row["backfill_processed"]) == (5000, 5000)
-    assert (row["backfill_granted"], row["backfill_unmatched"], row["backfill_failed"]) == (
-        counts["granted"], counts["unmatched"], counts["failed"])
+    assert counters(row) == expected_counters(data, course.id, staff)
 
 
 def test_backfill_survives_429_and_500_and_a_lost_token(conn, settings, pool, make_sim):
@@ -215,13 +220,89 @@ def test_bad_records_are_skipped_counted_and_masked(conn, settings, pool, make_s
     row = Backfill(s, pool, client_for(sim), page_size=100).run(link["id"])
     assert row["backfill_state"] == "done"
     assert INFOCAPTION_BAD_RECORDS._value.get() - bad_before == 3
-    counts = classify(data, course.id, staff)
     assert row["backfill_processed"] == row["backfill_total"] == 303
-    assert row["backfill_failed"] == counts["failed"] + 3
-    assert row["backfill_checkpoint"]["failed_unreadable"] == 3
-    assert row["backfill_granted"] + row["backfill_unmatched"] + row["backfill_failed"] == 303
+    assert counters(row) == expected_counters(data, course.id, staff, errors=3)
     assert "medarbetare.1@kommun.example" not in caplog.text
     assert "m***@kommun.example" in caplog.text
+
+
+def BAD_RECORDS(email: str, *, changed_at: datetime | None = None) -> list[dict]:
+    """Records InfoCaption could serve that must neither be granted nor stop a run: the first
+    six cannot be read (client.py), the last one is read but refused by the database (its id
+    is too large for the primary key's index: SQLSTATE 54000)."""
+    import random
+
+    now = datetime.now(timezone.utc)
+    changed = (changed_at or now).isoformat()
+
+    def record(rid, **changes):
+        base = {"resultId": rid, "user": {"email": email, "firstName": "Ny", "lastName": "Deltagare"},
+                "passed": True, "score": 90, "completedAt": (changed_at or now).isoformat(),
+                "changedAt": changed}
+        return {k: v for k, v in dict(base, **changes).items() if v is not None}
+
+    rng = random.Random(9)  # varied characters: an index entry that does not compress
+    huge_id = "bad-" + "".join(chr(rng.randint(0x4E00, 0x9FFF)) for _ in range(990))
+    return [
+        record("bad-surrogate", user={"email": email, "firstName": "\ud800"}),
+        record("bad-year-9999", completedAt="9999-12-31T23:59:59+00:00"),
+        record("bad-year-0001", completedAt="0001-01-01T00:00:00Z"),
+        record("bad-1999", completedAt="1999-12-31T23:59:59Z"),
+        record("bad-future", completedAt=(now + timedelta(days=3)).isoformat()),
+        record("bad-no-completed-at", completedAt=None),
+        record(huge_id),
+    ]
+
+
+def kept_bad_records(conn) -> list[dict]:
+    return conn.execute("SELECT * FROM dead_letters WHERE queue = 'infocaption-api' ORDER BY id").fetchall()
+
+
+def test_one_unreadable_or_unstorable_record_never_stops_a_backfill(conn, settings, pool, make_sim):
+    data = generate(13, courses=1, results_per_course=300, employees=50)
+    sim = make_sim(data)
+    s = settings_for(settings, sim)
+    course = data.courses[4711]
+    staff = add_staff(conn, data)
+    link = add_link(conn, course)
+    want_counters = expected_counters(data, course.id, staff, errors=len(BAD_RECORDS("x@y")))
+    want = expected_grants(data, course.id, staff)
+    # Passed by an employee who passed nothing else: a grant if any of them were stored.
+    newcomer = conn.execute(
+        "INSERT INTO employees (email, email_normalized) VALUES ('ny@kommun.example',"
+        " 'ny@kommun.example') RETURNING id").fetchone()["id"]
+    bad = BAD_RECORDS("ny@kommun.example")
+    for record in bad:
+        sim.add_bad_record(course.id, record)
+
+    row = Backfill(s, pool, client_for(sim), page_size=100).run(link["id"])
+    assert row["backfill_state"] == "done" and row["backfill_error"] is None
+    assert counters(row) == want_counters
+    assert row["backfill_processed"] == row["backfill_total"] == 300 + len(bad)
+    got = grants_of(conn, link["competence_id"])
+    assert {e: (g["valid_from"], g["valid_to"]) for e, g in got.items()} == want  # the good ones
+    assert newcomer not in got
+    assert conn.execute("SELECT count(*) AS n FROM results").fetchone()["n"] == 300
+
+    # Kept for ops, in a form that could be stored; ops see them as dead letters pending.
+    kept = kept_bad_records(conn)
+    assert len(kept) == len(bad)
+    assert {(k["payload"]["source"], k["payload"]["link_id"], k["payload"]["course_id"])
+            for k in kept} == {("backfill", link["id"], course.id)}
+    by_id = {k["payload"]["result_id"]: k for k in kept}
+    assert "\\ud800" in by_id["bad-surrogate"]["payload"]["record"]
+    assert "9999-12-31" in by_id["bad-year-9999"]["payload"]["record"]
+    assert "before 2000-01-01" in by_id["bad-year-0001"]["error"]
+    refused = [k for k in kept if "ProgramLimitExceeded" in k["error"]]
+    assert len(refused) == 1 and refused[0]["payload"]["result_id"].startswith("bad-")
+    from service.domain.admin import pending_dead_letters
+
+    assert pending_dead_letters(conn) == {"infocaption-api": len(bad)}
+
+    # A second run reads them again: counted again, kept once.
+    again = Backfill(s, pool, client_for(sim), page_size=100).run(link["id"], again=True)
+    assert again["backfill_state"] == "done" and again["backfill_errors"] == len(bad)
+    assert len(kept_bad_records(conn)) == len(bad)
 
 
 def test_backfill_decides_stored_results_and_leaves_held_grants_alone(conn, settings, pool, make_sim):
@@ -255,7 +336,11 @@ def test_backfill_decides_stored_results_and_leaves_held_grants_alone(conn, sett
     want = expected_grants(data, course.id, staff, valid_days=None)
     assert set(got) == set(want) | {newcomer}
     assert row["backfill_processed"] == 41  # the 40 the API lists and the stored one
-    assert row["backfill_granted"] == classify(data, course.id, staff)["granted"] + 1
+    # granted = grants created: one per employee, the newcomer's included, the held one not
+    assert row["backfill_granted"] == len(want) - 1 + 1
+    passes = classify(data, course.id, staff)["granted"] + 1
+    assert row["backfill_already_held"] == passes - row["backfill_granted"]
+    assert sum(counters(row).values()) == 41
 
 
 def test_backfill_of_a_deleted_course_fails_with_the_reason_and_flags_the_course(conn, settings, pool, make_sim):

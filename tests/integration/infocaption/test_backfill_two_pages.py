@@ -10,6 +10,7 @@ import threading
 import pytest
 
 import workers.backfill as backfill_module
+from service.domain import pipeline
 from service.infocaption.simulator import generate
 from tests.integration.infocaption.conftest import add_link, classify, link_row, settings_for
 from tests.integration.infocaption.test_backfill_read_ahead import (
@@ -32,7 +33,7 @@ class PageGate:
         self.before_page_1 = lambda: None
         self.after_page_1 = lambda: None
         self.seen: set[int] = set()
-        real = backfill_module.apply_results
+        real = pipeline.apply_results
 
         def gated(conn, records, **kwargs):
             number = {self.first_ids[0]: 1, self.first_ids[1]: 2}.get(records[0].id) if records else None
@@ -49,7 +50,7 @@ class PageGate:
                     self.after_page_1()
             return out
 
-        monkeypatch.setattr(backfill_module, "apply_results", gated)
+        monkeypatch.setattr(pipeline, "apply_results", gated)
 
 
 def first_ids(sim) -> tuple[str, str]:

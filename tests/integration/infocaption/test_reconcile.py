@@ -3,7 +3,8 @@ the simulator sending webhooks to the service over real HTTP."""
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timezone
+import logging
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -14,6 +15,7 @@ from service.metrics import RECONCILE_REPAIRS, RECONCILE_RUNS
 from tests.conftest import wait_for
 from tests.integration.infocaption.conftest import (
     TZ, add_link, add_staff, client_for, expected_grants, link_row, settings_for)
+from tests.integration.infocaption.test_backfill import BAD_RECORDS, kept_bad_records
 from workers.backfill import BackfillWorker
 from workers.reconcile import refresh_catalog, reconcile
 from workers.scheduler import Scheduler
@@ -41,11 +43,15 @@ def test_a_lost_webhook_is_granted_after_one_reconciliation(conn, settings, pool
     s = settings_for(settings, sim)
     staff = add_staff(conn, data)
     link = add_link(conn, data.courses[4711])
+    conn.execute("UPDATE links SET created_at = now() - interval '1 hour'")
     run_worker()
     first, second = data.employees[0].email, data.employees[1].email
 
     sent = sim.add_result(4711, first)
-    lost = sim.add_result(4711, f"  {second.upper()} ", send_webhook=False)  # InfoCaption "lost" it
+    # InfoCaption "lost" it, half an hour ago: long past the time a queued webhook takes
+    half_an_hour_ago = datetime.now(timezone.utc) - timedelta(minutes=30)
+    lost = sim.add_result(4711, f"  {second.upper()} ", send_webhook=False,
+                          completed_at=half_an_hour_ago, changed_at=half_an_hour_ago)
     wait_for(lambda: grant_of(conn, staff[first], link["competence_id"]), message="the webhook's grant")
     assert sim.drain_webhooks() and sim.sender.delivered == 1
     assert result_status(conn, lost["resultId"]) is None
@@ -67,6 +73,82 @@ def test_a_lost_webhook_is_granted_after_one_reconciliation(conn, settings, pool
     assert reconcile(s, pool, client_for(sim)).repairs == 0
     # a course that is not linked is not read
     assert not any("/API/courses/4712/" in p for p in sim.requests())
+
+
+def test_a_result_whose_webhook_is_still_queued_is_stored_but_not_counted_as_repaired(
+        conn, settings, pool, make_sim, web_url, run_worker, caplog):
+    data = generate(2, courses=1, results_per_course=5, employees=5)
+    sim = make_sim(data, webhook_url=f"{web_url}/webhooks/infocaption")
+    s = settings_for(settings, sim)
+    staff = add_staff(conn, data)
+    link = add_link(conn, data.courses[4711])
+    conn.execute("UPDATE links SET created_at = now() - interval '1 hour'")
+    first, second = data.employees[0].email, data.employees[1].email
+    # No worker yet: the webhook is accepted and waits in the queue.
+    queued = sim.add_result(4711, first)
+    assert sim.drain_webhooks() and sim.sender.delivered == 1
+    long_ago = datetime.now(timezone.utc) - timedelta(minutes=30)
+    lost = sim.add_result(4711, second, send_webhook=False, completed_at=long_ago, changed_at=long_ago)
+
+    repairs = RECONCILE_REPAIRS._value.get()
+    with caplog.at_level(logging.INFO, logger="workers.reconcile"):
+        out = reconcile(s, pool, client_for(sim))
+    # Both stored and granted; only the one whose webhook was lost is a repair.
+    assert (out.results, out.repairs, out.ahead, out.grants_created) == (2, 1, 1, 2)
+    assert RECONCILE_REPAIRS._value.get() - repairs == 1
+    assert result_status(conn, queued["resultId"]) == result_status(conn, lost["resultId"]) == "granted"
+    assert ("reconciliation: 1 course(s) read, 2 result(s) seen, 1 repaired, 1 ahead of their "
+            "webhook, 0 error(s), 2 grant(s) created; failed courses: none") in caplog.messages
+
+    # The queued webhook, processed now, changes nothing.
+    run_worker()
+    wait_for(lambda: conn.execute("SELECT count(*) AS n FROM webhook_receipts").fetchone()["n"] == 1,
+             message="the queued webhook processed")
+    assert conn.execute("SELECT count(*) AS n FROM grants").fetchone()["n"] == 2
+    assert grant_of(conn, staff[first], link["competence_id"])["source"] == "reconciliation"
+
+
+def test_a_run_that_finds_nothing_still_logs_one_line(conn, settings, pool, make_sim, caplog):
+    data = generate(3, courses=1, results_per_course=3, employees=3)
+    sim = make_sim(data)
+    s = settings_for(settings, sim)
+    add_link(conn, data.courses[4711])  # linked now: the API's results are older, none is read
+    with caplog.at_level(logging.INFO, logger="workers.reconcile"):
+        out = reconcile(s, pool, client_for(sim))
+    assert (out.courses, out.results, out.repairs) == (1, 0, 0)
+    assert ("reconciliation: 1 course(s) read, 0 result(s) seen, 0 repaired, 0 ahead of their "
+            "webhook, 0 error(s), 0 grant(s) created; failed courses: none") in caplog.messages
+
+
+def test_unreadable_and_unstorable_records_are_counted_kept_and_the_run_goes_on(
+        conn, settings, pool, make_sim, caplog):
+    data = generate(3, courses=1, results_per_course=3, employees=3)
+    sim = make_sim(data)
+    s = settings_for(settings, sim)
+    staff = add_staff(conn, data)
+    link = add_link(conn, data.courses[4711])
+    conn.execute("UPDATE links SET created_at = now() - interval '1 hour'")
+    long_ago = datetime.now(timezone.utc) - timedelta(minutes=30)
+    for record in BAD_RECORDS(data.employees[0].email, changed_at=long_ago):
+        sim.add_bad_record(4711, record)
+    good = sim.add_result(4711, data.employees[1].email, completed_at=long_ago, changed_at=long_ago,
+                          send_webhook=False)
+
+    with caplog.at_level(logging.INFO, logger="workers.reconcile"):
+        out = reconcile(s, pool, client_for(sim))
+    assert (out.errors, out.repairs, out.grants_created, out.failed_courses) == (
+        len(BAD_RECORDS("x@y")), 1, 1, [])
+    assert result_status(conn, good["resultId"]) == "granted"
+    assert grant_of(conn, staff[data.employees[0].email], link["competence_id"]) is None
+    assert conn.execute("SELECT cursor FROM job_cursors WHERE name = 'reconcile:4711'").fetchone()
+    kept = kept_bad_records(conn)
+    assert len(kept) == len(BAD_RECORDS("x@y"))
+    assert {k["payload"]["source"] for k in kept} == {"reconciliation"}
+    assert any(f"{len(BAD_RECORDS('x@y'))} error(s)" in m for m in caplog.messages)
+    # Read again by the next run (the window overlaps): counted again, kept once.
+    conn.execute("DELETE FROM job_cursors")
+    assert reconcile(s, pool, client_for(sim)).errors == len(BAD_RECORDS("x@y"))
+    assert len(kept_bad_records(conn)) == len(BAD_RECORDS("x@y"))
 
 
 def test_course_deleted_unpublished_and_published_again(conn, settings, pool, make_sim, web_url, run_worker):

@@ -49,13 +49,15 @@ def seed_course_link(conn, course_id: int = 4711) -> tuple[int, int]:
 
 
 def set_backfill(conn, link_id: int, state: str, total: int = 0, processed: int = 0,
-                 granted: int = 0, unmatched: int = 0, failed: int = 0) -> None:
+                 granted: int = 0, already_held: int = 0, not_passed: int = 0,
+                 unmatched: int = 0, errors: int = 0) -> None:
     """Put a link's backfill where a running backfill would have it."""
     conn.execute(
         "UPDATE links SET backfill_state = %s, backfill_total = %s, backfill_processed = %s,"
-        " backfill_granted = %s, backfill_unmatched = %s, backfill_failed = %s,"
+        " backfill_granted = %s, backfill_already_held = %s, backfill_not_passed = %s,"
+        " backfill_unmatched = %s, backfill_errors = %s,"
         " backfill_started_at = now() - interval '30 seconds' WHERE id = %s",
-        (state, total, processed, granted, unmatched, failed, link_id),
+        (state, total, processed, granted, already_held, not_passed, unmatched, errors, link_id),
     )
 
 

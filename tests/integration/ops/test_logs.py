@@ -49,7 +49,7 @@ def test_each_handled_event_logs_one_line_with_ids_and_no_email(conn, client, ru
     assert {(e["webhook_id"], e["result_id"], e["event"], e["outcome"]) for e in handled} == {
         ("m-log-1", "r-log-1", "course.completed", "granted"),
         ("m-log-2", "r-log-2", "course.completed", "unmatched"),
-        ("m-log-3", "r-log-3", "course.completed", "failed"),
+        ("m-log-3", "r-log-3", "course.completed", "not_passed"),
     }
     assert all(e["logger"] == "workers.results" and e["level"] == "info" for e in handled)
 

@@ -45,7 +45,7 @@ def test_known_traffic_gives_exact_counters_and_state_gauges(conn, client, run_w
         # The worker counts after its commit: wait for the counts, not only for the database.
         now = scrape(client)
         counted = sum(delta(now, before, "cb_events_processed_total", outcome=o)
-                      for o in ("granted", "unmatched", "failed", "duplicate"))
+                      for o in ("granted", "unmatched", "not_passed", "duplicate"))
         return _decided(conn, 4) and counted >= 5 and \
             delta(now, before, "cb_grants_created_total", source="webhook") >= 2 and now
 
@@ -57,7 +57,7 @@ def test_known_traffic_gives_exact_counters_and_state_gauges(conn, client, run_w
     assert delta(after, before, "cb_webhooks_total", outcome="rejected_401", type="-") == 1
     assert delta(after, before, "cb_events_processed_total", outcome="granted") == 2
     assert delta(after, before, "cb_events_processed_total", outcome="unmatched") == 1
-    assert delta(after, before, "cb_events_processed_total", outcome="failed") == 1
+    assert delta(after, before, "cb_events_processed_total", outcome="not_passed") == 1
     assert delta(after, before, "cb_grants_created_total", source="webhook") == 2
     assert delta(after, before, "cb_processing_lag_seconds_count") == 5
     assert delta(after, before, "cb_dead_letters_total", queue="events") == 0
@@ -106,7 +106,8 @@ def test_queue_depth_and_consumers_follow_the_broker(conn, client, run_worker, s
 
 def test_dead_letters_and_backfill_progress(conn, client, run_worker, settings):
     link, comp = seed_course_link(conn)
-    set_backfill(conn, link, "running", total=10, processed=4, granted=3, unmatched=1)
+    set_backfill(conn, link, "running", total=10, processed=4, granted=1, already_held=1,
+                 not_passed=1, unmatched=1)
     done_link, _ = seed_course_link(conn, course_id=4712)
     set_backfill(conn, done_link, "done", total=2, processed=2, granted=2)
     before = scrape(client)
@@ -130,8 +131,10 @@ def test_dead_letters_and_backfill_progress(conn, client, run_worker, settings):
 
     labels = dict(link_id=str(link), course_id="4711", competence_id=str(comp))
     assert {k: value(after, "cb_backfill_results", count=k, **labels)
-            for k in ("total", "processed", "granted", "unmatched", "failed")} == {
-        "total": 10, "processed": 4, "granted": 3, "unmatched": 1, "failed": 0}
+            for k in ("total", "processed", "granted", "already_held", "not_passed", "unmatched",
+                      "errors")} == {
+        "total": 10, "processed": 4, "granted": 1, "already_held": 1, "not_passed": 1,
+        "unmatched": 1, "errors": 0}
     assert value(after, "cb_backfill_progress_ratio", **labels) == pytest.approx(0.4)
     assert value(after, "cb_backfill_links", state="running") == 1
     assert value(after, "cb_backfill_links", state="done") == 1

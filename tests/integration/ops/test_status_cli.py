@@ -33,7 +33,8 @@ def run_status(settings, *args, **override):
 
 def test_status_shows_queues_grants_unmatched_and_running_backfills(conn, client, run_worker, settings):
     link, comp = seed_course_link(conn)
-    set_backfill(conn, link, "running", total=200, processed=50, granted=40, unmatched=9, failed=1)
+    set_backfill(conn, link, "running", total=200, processed=50, granted=30, already_held=5,
+                 not_passed=5, unmatched=9, errors=1)
     add_employee(conn, "anna.andersson@kommun.se")
     # Two events wait in the queue before any worker runs...
     assert post(client, completed_event("r-1", "anna.andersson@kommun.se")).status_code == 202
@@ -57,7 +58,7 @@ def test_status_shows_queues_grants_unmatched_and_running_backfills(conn, client
     lines = out.splitlines()
     at = lines.index(f"  link {link} (course 4711 → competence {comp})")
     assert "25%" in lines[at + 1] and "50/200" in lines[at + 1]
-    assert "granted 40, unmatched 9, failed 1" in out
+    assert "granted 30, already held 5, not passed 5, unmatched 9, errors 1" in out
     assert [m.group(0) for m in ANY_EMAIL.finditer(out) if "***@" not in m.group(0)] == []
 
     report = json.loads(run_status(settings, "--json").output)

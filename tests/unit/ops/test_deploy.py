@@ -205,7 +205,8 @@ def exposed_metric_names(monkeypatch) -> set[str]:
     monkeypatch.setattr(metrics, "queue_stats", lambda s, u, t: [QueueStat("events", f"{PREFIX}.events", 0, 0)])
     monkeypatch.setattr(metrics, "database_state", lambda conn, timeout_s: DatabaseState(
         backfills=[{"id": 1, "course_id": 2, "competence_id": 3, "total": 1, "processed": 0,
-                    "granted": 0, "unmatched": 0, "failed": 0}]))
+                    "granted": 0, "already_held": 0, "not_passed": 0, "unmatched": 0,
+                    "errors": 0}]))
     from service import config
 
     for family in StateCollector(config.load({"DEMO": "1"}), Pool()).collect():
