@@ -143,6 +143,52 @@ def revoke_token(name: str) -> None:
     click.echo(f"revoked {count} token(s) named {name!r}")
 
 
+@main.command("send-webhook")
+@click.option("--email", required=True, help="The participant's email.")
+@click.option("--course", "course_id", type=int, required=True, help="The InfoCaption course id.")
+@click.option("--course-name", default="HLR vuxen", show_default=True)
+@click.option("--failed", is_flag=True, help="A failed result (default: passed).")
+@click.option("--result-id", default=None, help="Default: a new one (the same id again is a redelivery).")
+@click.option("--url", default=None, help="Default: this machine's web process on $PORT.")
+def send_webhook(email: str, course_id: int, course_name: str, failed: bool, result_id: str | None,
+                 url: str | None) -> None:
+    """Send one course.completed webhook signed as InfoCaption signs it (the first secret)."""
+    import json
+    import uuid
+    from datetime import datetime, timezone
+
+    import requests
+    from standardwebhooks import Webhook
+
+    settings = _settings()
+    now = datetime.now(timezone.utc)
+    body = json.dumps({
+        "type": "course.completed",
+        "timestamp": now.isoformat(timespec="seconds"),
+        "data": {
+            "resultId": result_id or f"r-cli-{uuid.uuid4().hex[:12]}",
+            "course": {"id": course_id, "name": course_name, "guideType": 14},
+            "user": {"email": email, "firstName": None, "lastName": None},
+            "passed": not failed,
+            "score": 40 if failed else 90,
+            "completedAt": now.isoformat(timespec="seconds"),
+        },
+    }, ensure_ascii=False)
+    msg_id = f"msg_{uuid.uuid4().hex}"
+    headers = {"webhook-id": msg_id, "webhook-timestamp": str(int(now.timestamp())),
+               "webhook-signature": Webhook(settings.webhook_secrets[0]).sign(msg_id, now, body),
+               "content-type": "application/json"}
+    target = url or f"http://127.0.0.1:{settings.port}/webhooks/infocaption"
+    try:
+        answer = requests.post(target, data=body.encode(), headers=headers, timeout=10)
+    except requests.RequestException as exc:
+        raise click.ClickException(f"{target}: {exc.__class__.__name__}") from None
+    click.echo(f"{answer.status_code} {answer.reason} (webhook-id {msg_id})")
+    if answer.status_code >= 300:
+        click.echo(answer.text.strip()[:2000])
+        sys.exit(1)
+
+
 # Sub-commands that live with their room (one line each; keep this block sorted).
 # (simulate, backfill: service/infocaption/commands.py; status: service/ops_cli.py)
 from service.infocaption.commands import backfill, seed_demo, simulate  # noqa: E402
