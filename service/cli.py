@@ -77,7 +77,8 @@ def web(workers: int, threads: int) -> None:
     os.environ["DATABASE_URL"] = _database_url(settings)
     args = [
         "gunicorn",
-        "--bind", f"0.0.0.0:{settings.port}",
+        # WEB_HOST=127.0.0.1 behind the buffering proxy, so that nothing reaches gunicorn around it.
+        "--bind", f"{os.environ.get('WEB_HOST', '0.0.0.0')}:{settings.port}",
         "--workers", str(workers),
         "--threads", str(threads),
         "--worker-class", "gthread",
