@@ -43,12 +43,15 @@ def free_port() -> int:
 class Stack:
     """The service's processes, started from the CLI like the Procfile does."""
 
-    def __init__(self, settings, log_dir: Path, **env):
+    def __init__(self, settings, log_dir: Path, *, data_dir: Path | None = None, **env):
         self.port = free_port()
         self.log_dir = log_dir
-        self.env = dict(os.environ)
+        self.env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL")}
+        if data_dir is None:
+            self.env.update(DATABASE_URL=settings.database_url, BROKER_URL=settings.broker_url)
+        else:  # the embedded defaults: PostgreSQL under data_dir, the queue a table in it
+            self.env.update(DATA_DIR=str(data_dir))
         self.env.update(
-            DATABASE_URL=settings.database_url, BROKER_URL=settings.broker_url,
             QUEUE_PREFIX=settings.queue_prefix, INFOCAPTION_BASE_URL="http://127.0.0.1:9",
             INFOCAPTION_CLIENT_ID="demo-client", INFOCAPTION_CLIENT_SECRET="demo-secret",
             INFOCAPTION_WEBHOOK_SECRETS=SECRET, PORT=str(self.port), METRICS_PORT="0",
@@ -119,6 +122,36 @@ def stack(settings, tmp_path):
     yield make
     for s in made:
         s.stop()
+
+
+@pytest.fixture
+def embedded(settings, tmp_path):
+    """The embedded defaults of a single-machine install: no DATABASE_URL, no BROKER_URL.
+
+    Yields (make_stack, database_url): the embedded PostgreSQL under a data directory of the
+    test's own (started here, migrated, stopped at the end), and stacks that use it."""
+    import dataclasses
+
+    from service import db
+    from service.db.migrate import migrate
+
+    data_dir = tmp_path / ".data"
+    url = db.database_url(dataclasses.replace(settings, database_url=None, data_dir=data_dir))
+    with db.connect(url, autocommit=True) as conn:
+        migrate(conn)
+    made = []
+
+    def make(**env) -> Stack:
+        s = Stack(settings, tmp_path, data_dir=data_dir, **env)
+        made.append(s)
+        return s
+
+    yield make, url
+    for s in made:
+        s.stop()
+    pidfile = data_dir / "pg" / "postmaster.pid"
+    if pidfile.exists():
+        os.kill(int(pidfile.read_text().split()[0]), signal.SIGTERM)
 
 
 def record(name: str, **figures) -> None:
