@@ -130,3 +130,29 @@ def test_an_uncaught_exception_in_a_thread_or_the_main_thread_is_a_masked_json_l
     assert main_line["msg"] == "uncaught ValueError; the process stops"
     assert "b***@kommun.se" in main_line["exc"]
     assert "anna.andersson" not in done.stderr and "bo.berg" not in done.stderr
+
+
+def test_the_one_by_one_fallback_counts_every_event_it_applied(conn, settings, pool, run_worker_for):
+    """Seen before: after a batch fell back to one event at a time, only the last event's
+    outcome reached the metrics and the logs."""
+    from prometheus_client import REGISTRY
+
+    def created() -> float:
+        return REGISTRY.get_sample_value("cb_grants_created_total", {"source": "webhook"}) or 0.0
+
+    seed_links(conn)  # two competences linked to the course
+    for i in range(5):
+        add_employee(conn, f"p{i}@kommun.se")
+    before = created()
+    publisher = Publisher(settings, pool)
+    for i in range(5):
+        publisher.publish(event(completed_event(f"r-{i}", f"p{i}@kommun.se"), f"w-{i}"))
+        if i == 2:
+            poison = event(completed_event("r-bad", "p0@kommun.se"), "w-bad")
+            poison["result"]["completed_at"] = "not a time"
+            publisher.publish(poison)
+    publisher.close()
+    run_worker_for(settings)
+    wait_for(lambda: count(conn, "SELECT count(*) AS n FROM dead_letters") == 1, message="the dead letter")
+    wait_for(lambda: count(conn, "SELECT count(*) AS n FROM grants") == 10, message="ten grants")
+    wait_for(lambda: created() - before == 10, timeout=5, message="ten grants counted")
