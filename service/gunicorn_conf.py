@@ -47,6 +47,14 @@ def on_exit(server):
         shutil.rmtree(created, ignore_errors=True)
 
 
+# Request limits: a webhook has a dozen headers, none long (the webhook-id is at most 200
+# characters); the API's query strings are short. A slow client is the proxy's to absorb
+# (deploy/README.md, "Slow clients"): gthread holds a thread while a request arrives.
+limit_request_line = 4094
+limit_request_fields = 50
+limit_request_field_size = 8190
+keepalive = 5
+
 # No access line for each accepted webhook (see AccessLogger).
 logger_class = "service.observability.AccessLogger"
 

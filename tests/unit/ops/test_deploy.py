@@ -78,7 +78,8 @@ def test_every_manifest_and_rule_file_parses():
                                            "scheduler.yaml", "release-job.yaml", "configmap.yaml"}
     kinds = sorted(d["kind"] for d in k8s_docs())
     assert kinds == sorted(["ConfigMap", "Secret", "Job", "Deployment", "Service", "Deployment",
-                            "TriggerAuthentication", "ScaledObject", "Deployment"])
+                            "TriggerAuthentication", "ScaledObject", "Deployment",
+                            "Ingress"])
     for doc in k8s_docs():
         assert doc["apiVersion"] and doc["metadata"]["labels"]["app.kubernetes.io/name"] == "competence-bridge"
     for path in (DEPLOY / "prometheus").glob("*.yml"):
