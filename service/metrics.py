@@ -37,7 +37,8 @@ LAG = Histogram(
 )
 RECONCILE_RUNS = Counter("cb_reconcile_runs_total", "Reconciliation runs, by outcome", ["outcome"])
 RECONCILE_REPAIRS = Counter(
-    "cb_reconcile_repairs_total", "Results a reconciliation found new or changed (lost webhooks)"
+    "cb_reconcile_repairs_total", "Results a reconciliation found new or changed that had changed "
+    "more than 5 minutes before the run (lost webhooks, not ones still queued)"
 )
 INFOCAPTION_BAD_RECORDS = Counter(
     "cb_infocaption_bad_records_total", "Records from the InfoCaption API that could not be used"

@@ -196,10 +196,6 @@ WHERE g.source <> 'manual'
 RETURNING g.id, g.employee_id, g.competence_id, g.result_id, (xmax = 0) AS inserted
 )
 
--- name: result_statuses
--- The status of each given result (for counters and logs).
-SELECT id, status FROM results WHERE id = ANY(%(ids)s::text[]);
-
 -- name: unmatched_result_ids_for_email
 -- Kept results that matched nobody, for one normalised email.
 SELECT id FROM results
