@@ -26,7 +26,9 @@ HOSTILE = [
 
 def _operations(app):
     schema = schemathesis.openapi.from_wsgi("/api/openapi.json", app)
-    return [r.ok() for r in schema.get_all_operations()]
+    # The webhook endpoint is signed, not token-protected: test_webhook_hostile.py fuzzes it.
+    return [op for op in (r.ok() for r in schema.get_all_operations())
+            if op.path.startswith("/api/v1/")]
 
 
 @pytest.mark.parametrize("who", ["no token", "garbage token", "lacking permission"])
