@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 import psycopg
 import pytest
@@ -166,7 +166,9 @@ def test_revoked_grant_is_not_recreated_by_the_same_or_an_older_result(conn, set
     wait_for(lambda: count(conn, "SELECT count(*) AS n FROM webhook_receipts") == 3)
     assert [x["competence_id"] for x in grants(conn)].count(comp) == 0
     # a pass completed after the revocation grants it again
-    publisher.publish(event(completed_event("r-9", "anna@kommun.se", completed_at="2099-01-01T12:00:00Z"), "w-4"))
+    # (an hour ahead: later than the revocation, within the day ahead that the edge accepts)
+    later = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    publisher.publish(event(completed_event("r-9", "anna@kommun.se", completed_at=later), "w-4"))
     publisher.close()
     wait_for(lambda: [x["competence_id"] for x in grants(conn)].count(comp) == 1, message="re-granted by a later pass")
 
