@@ -184,13 +184,16 @@ def seed_demo(seed: int, courses: int, employees: int, data_file: str | None, fo
 
 def seed_demo_data(conn, *, seed: int = 42, courses: int = 8, employees: int = 150,
                    actor: str = "seed-demo", data=None, tz: str = "Europe/Stockholm") -> dict:
-    """Insert the demo's employees, competence tree and links; the caller commits.
+    """Insert the demo's employees, competence tree and links once; the caller commits.
 
     Everything goes through the admin API's domain functions (checks, audit rows); a link's
     backfill is an outbox row in the link's transaction, relayed to the queue by the
-    scheduler. A second seed adds nothing.
+    scheduler. The seed marks the database (job_cursors, in the same transaction): a second
+    seed adds nothing, so a link or an employee an admin deleted stays deleted.
     """
     from datetime import datetime, timezone
+
+    from psycopg.types.json import Jsonb
 
     from service import db
     from service.domain import admin
