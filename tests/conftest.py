@@ -175,6 +175,16 @@ def completed_event(result_id: str, email: str, course_id: int = 4711, *, passed
     }
 
 
+def padded_event(size: int) -> str:
+    """A course.completed body of exactly `size` bytes (an unknown field pads it)."""
+    body = completed_event("r-big", "anna@kommun.se")
+    body["padding"] = ""
+    body["padding"] = "x" * (size - len(dumps(body)))
+    raw = dumps(body)
+    assert len(raw) == size
+    return raw
+
+
 def course_event(kind: str, course_id: int = 4711, *, timestamp: str, guide_type: int = 14) -> dict:
     return {
         "type": f"course.{kind}",

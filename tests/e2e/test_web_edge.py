@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from service import config as config_mod
-from tests.conftest import SECRET, completed_event, delete_queues, dumps, sign, wait_for
+from tests.conftest import SECRET, delete_queues, padded_event, sign, wait_for
 from tests.e2e.test_procfile import free_port
 
 pytestmark = pytest.mark.e2e
@@ -59,15 +59,6 @@ def web(database_url, broker_url, tmp_path):
         delete_queues(config_mod.load(env))
 
 
-def padded(size: int) -> str:
-    body = completed_event("r-big", "anna@kommun.se")
-    body["padding"] = ""
-    body["padding"] = "x" * (size - len(dumps(body)))
-    raw = dumps(body)
-    assert len(raw) == size
-    return raw
-
-
 def post_chunked(port: int, raw: str, signed: str) -> tuple[int, dict, bytes]:
     """POST with Transfer-Encoding: chunked (no Content-Length), 4 KiB a chunk, over a socket."""
     data = raw.encode()
@@ -82,7 +73,7 @@ def post_chunked(port: int, raw: str, signed: str) -> tuple[int, dict, bytes]:
 
 
 def test_a_chunked_body_over_64_kib_is_413_and_one_of_64_kib_is_202(web, conn):
-    exact = padded(LIMIT)
+    exact = padded_event(LIMIT)
     status, headers, body = post_chunked(web, exact + " " * 100, signed=exact)  # signature of the prefix
     assert status == 413, body
     assert headers["X-Content-Type-Options"] == "nosniff"

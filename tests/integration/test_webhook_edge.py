@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from service.metrics import WEBHOOKS
-from tests.conftest import completed_event, dumps, sign, wait_for
+from tests.conftest import completed_event, dumps, padded_event, sign, wait_for
 from tests.integration.test_pipeline import add_employee, seed_links
 
 pytestmark = pytest.mark.integration
@@ -126,30 +126,21 @@ def _chunked(client, raw: str, signed: str | None = None):
                        headers={**sign(raw if signed is None else signed), "Transfer-Encoding": "chunked"})
 
 
-def _padded(size: int) -> str:
-    body = completed_event("r-big", "anna@kommun.se")
-    body["padding"] = ""
-    body["padding"] = "x" * (size - len(dumps(body)))
-    raw = dumps(body)
-    assert len(raw) == size
-    return raw
-
-
 def test_a_chunked_body_over_64_kib_is_413_even_if_its_prefix_is_signed(client, conn):
-    raw = _padded(LIMIT) + " " * 10  # the first 64 KiB are a complete, validly signed body
+    raw = padded_event(LIMIT) + " " * 10  # the first 64 KiB are a complete, validly signed body
     response = _chunked(client, raw, signed=raw[:LIMIT])
     assert response.status_code == 413
     assert [r["status"] for r in rejected(conn)] == [413]
-    raw = _padded(LIMIT + 1)
+    raw = padded_event(LIMIT + 1)
     assert _chunked(client, raw).status_code == 413
 
 
 def test_a_chunked_body_of_exactly_64_kib_is_accepted(client, conn):
-    assert _chunked(client, _padded(LIMIT)).status_code == 202
+    assert _chunked(client, padded_event(LIMIT)).status_code == 202
 
 
 def test_a_content_length_one_byte_over_is_413(client, conn):
-    raw = _padded(LIMIT + 1)
+    raw = padded_event(LIMIT + 1)
     assert client.post(URL, data=raw, headers=sign(raw)).status_code == 413
 
 
