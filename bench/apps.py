@@ -17,8 +17,8 @@ from flask import Flask, request
 from kombu import Connection
 from standardwebhooks import Webhook
 
-from service import config as config_mod
-from service import messaging
+from service.platform import config as config_mod
+from service.platform import messaging
 
 PATH = "/webhooks/infocaption"
 HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
@@ -72,7 +72,7 @@ def reference_app() -> Flask:
 
 
 class _QueuesNothing:
-    """A stand-in for service.messaging.Publisher that drops every event (the bound only)."""
+    """A stand-in for service.platform.messaging.Publisher that drops every event (the bound only)."""
 
     def publish(self, *_args, **_kwargs) -> None:
         return None

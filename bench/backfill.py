@@ -3,7 +3,7 @@
     python -m bench.backfill serve --results N --port P   # the simulator with that course
     python -m bench.backfill read                         # the baseline: read every page, discard
 
-The InfoCaption simulator (service/infocaption/simulator.py) runs in a process of its own and
+The InfoCaption simulator (service/demo/simulator.py) runs in a process of its own and
 serves one course with N historical results (employee k % 100,000 in a mixed case, 5 % by
 people the organisation does not employ, 10 % failed, oldest first). The backfill is the real
 one: `competence-bridge backfill --link L` (workers/backfill.py, the same code the backfill
@@ -37,7 +37,7 @@ PAGE_SIZE = 500
 
 def dataset(results: int):
     """The simulator's data: one course with `results` results, in the API's order."""
-    from service.infocaption.simulator import DataSet, SimCourse, _Entry
+    from service.demo.simulator import DataSet, SimCourse, _Entry
 
     ds = DataSet()
     ds.courses[COURSE_ID] = SimCourse(COURSE_ID, COURSE_NAME, 14, True, False, "2020-01-01T00:00:00Z")
@@ -67,7 +67,7 @@ def slicing_app(sim):
     the simulator alone would make reading take ~6 minutes). The answer is the same
     (checked in `serve`); every other route is the simulator's own.
     """
-    from service.infocaption.simulator import SimulatorApp, _json
+    from service.demo.simulator import SimulatorApp, _json
 
     class SlicingApp(SimulatorApp):
         def results(self, request, course_id):
@@ -93,7 +93,7 @@ def serve(results: int, port: int) -> None:
     from werkzeug.test import EnvironBuilder
     from werkzeug.wrappers import Request
 
-    from service.infocaption.simulator import Simulator
+    from service.demo.simulator import Simulator
 
     sim = Simulator(dataset(results), client_id="bench", client_secret="bench")  # as in Run.env
     stock, fast = sim.app, slicing_app(sim)
@@ -110,7 +110,7 @@ def serve(results: int, port: int) -> None:
 
 def read() -> None:
     """Read every page of the course with the service's client and discard it."""
-    from service import config as config_mod
+    from service.platform import config as config_mod
     from service.infocaption.client import InfoCaptionClient
 
     client = InfoCaptionClient.from_settings(config_mod.load())

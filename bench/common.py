@@ -23,10 +23,7 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-ADMIN_URL = os.environ.get("BENCH_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-BROKER_URL = os.environ.get("BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
-SECRET = "whsec_" + base64.b64encode(b"secret-of-the-competence-bridge-bench").decode()
-HOST = "127.0.0.1"
+from bench.servers import ADMIN_URL, BROKER_URL, HOST, SECRET  # noqa: E402,F401 - shared
 
 
 def say(message: str) -> None:

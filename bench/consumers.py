@@ -4,7 +4,7 @@
     python -m bench.consumers naive     # one transaction (and one ack) per event
 
 Same queue, same messages, same statements as workers/results.py (claim_webhooks,
-upsert_courses_seen, upsert_results, which also grants, from service/db/results.sql), same
+upsert_courses_seen, upsert_results, which also grants, from service/grants/results.sql), same
 database state afterwards; none of the worker's framework: no dataclasses, no metrics, no logs,
 no per-event savepoint fallback, no dead letters. It reads its settings like the worker.
 """
@@ -17,9 +17,9 @@ import sys
 import psycopg
 from kombu import Consumer
 
-from service import config as config_mod
-from service import db, messaging
-from service.domain.rules import normalize_email
+from service.platform import config as config_mod
+from service.platform import db, messaging
+from service.people.email import normalize_email
 
 BATCH = 500
 

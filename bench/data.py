@@ -16,8 +16,8 @@ from pathlib import Path
 
 import psycopg
 
-from service.db.migrate import migrate
-from service.schemas import parse_event
+from service.platform.migrate import migrate
+from service.ingest.schema import parse_event
 
 EMPLOYEES = 100_000
 COURSES = 200

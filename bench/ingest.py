@@ -20,22 +20,14 @@ from standardwebhooks import Webhook
 from bench import data, rabbit
 from bench.common import BIN, HOST, SECRET, Run, cpu_snapshot, cpu_usage, free_port, say, wait_port
 from service.cli import WEB_THREADS, WEB_WORKERS
+from service.cli import gunicorn_args as service_gunicorn_args
 
 LUA = Path(__file__).with_name("post.lua")
 
 
 def gunicorn_args(port: int, app: str, workers: int = WEB_WORKERS, threads: int = WEB_THREADS) -> list[str]:
     """The gunicorn command line of `competence-bridge web` (service/cli.py), for another app."""
-    return [str(BIN / "python"), "-m", "gunicorn",
-            "--bind", f"0.0.0.0:{port}",
-            "--workers", str(workers),
-            "--threads", str(threads),
-            "--worker-class", "gthread",
-            "--graceful-timeout", "20",
-            "--access-logfile", "-",
-            "--no-control-socket",
-            "--config", "python:service.gunicorn_conf",
-            app]
+    return [str(BIN / "python"), "-m", *service_gunicorn_args(port, workers=workers, threads=threads, app=app)]
 
 
 def requests_file(path: Path, port: int, count: int, tag: str) -> Path:

@@ -7,9 +7,9 @@ import time
 
 import amqp
 
-from bench.common import BROKER_URL, HOST, SECRET
-from service import config as config_mod
-from service import messaging
+from bench.servers import BROKER_URL, HOST, SECRET
+from service.platform import config as config_mod
+from service.platform import messaging
 
 
 def settings(prefix: str) -> config_mod.Settings:

@@ -56,8 +56,8 @@ def _ratio(a, b):
 
 def part_ingest(run: Run, cfg: dict, results: dict) -> None:
     from bench import ingest
-    from service import db
-    from service.db.migrate import migrate
+    from service.platform import db
+    from service.platform.migrate import migrate
 
     say("part 1: ingest (wrk, gunicorn as `competence-bridge web`)")
     _name, url = run.database("ingest")

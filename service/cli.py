@@ -1,4 +1,4 @@
-"""The `competence-bridge` command: one sub-command per process and admin task."""
+"""The service's sub-commands of `competence-bridge` (workers/cli.py adds the workers')."""
 from __future__ import annotations
 
 import os
@@ -6,59 +6,33 @@ import sys
 
 import click
 
-from service import config as config_mod
+from service.platform import config as config_mod
+from service.platform.commands import Refused
+from service.platform.commands import database_url as _database_url
+from service.platform.commands import settings as _settings
 
-# gunicorn for `web`: processes, and threads in each (WEB_CONCURRENCY, WEB_THREADS override).
-WEB_WORKERS = 2
-WEB_THREADS = 8
-
-
-class Refused(click.ClickException):
-    """A request the contract refuses: one line on standard error, exit status 2."""
-
-    exit_code = 2
-
-
-def _settings() -> config_mod.Settings:
-    try:
-        return config_mod.load()
-    except config_mod.ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def _serve_metrics(role: str) -> None:
-    """Serve this process's counters on METRICS_PORT (deploy/README.md, "Metrics")."""
-    from service.metrics import metrics_port, serve_metrics
-
-    try:
-        serve_metrics(metrics_port(role))
-    except config_mod.ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def _database_url(settings: config_mod.Settings) -> str:
-    from service import db
-
-    return db.database_url(settings)
+WEB_WORKERS, WEB_THREADS = config_mod.WEB_WORKERS, config_mod.WEB_THREADS  # bench/ingest.py
 
 
 @click.group()
 def main() -> None:
     """Competence Bridge: InfoCaption course results become competence grants."""
-    from service.observability import configure_logging
+    from service.platform.observability import configure_logging
 
-    configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
+    configure_logging(config_mod.log_level())
 
 
 @main.command()
 def migrate() -> None:
     """Apply pending database migrations (idempotent)."""
-    from service import db
-    from service.db.migrate import migrate as run
+    from service.platform import db
+    from service.people.rekey import rekey_emails
+    from service.platform.migrate import migrate as run
 
     settings = _settings()
     with db.connect(_database_url(settings), autocommit=True) as conn:
         applied = run(conn)
+        rekey_emails(conn)
     if applied:
         for m in applied:
             click.echo(f"applied {m.version:04d}_{m.name}")
@@ -67,49 +41,38 @@ def migrate() -> None:
         click.echo("database is up to date: nothing to apply")
 
 
-@main.command()
-@click.option("--workers", type=int, default=lambda: int(os.environ.get("WEB_CONCURRENCY", WEB_WORKERS)))
-@click.option("--threads", type=int, default=lambda: int(os.environ.get("WEB_THREADS", WEB_THREADS)))
-def web(workers: int, threads: int) -> None:
-    """Serve webhooks, the admin API and health endpoints under gunicorn on $PORT."""
-    settings = _settings()
-    # Resolve the embedded database once here, so gunicorn's workers share one server.
-    os.environ["DATABASE_URL"] = _database_url(settings)
-    args = [
+APP = "service.app:create_app()"
+
+
+def gunicorn_args(port: int, *, workers: int, threads: int, host: str = "0.0.0.0",
+                  app: str = APP) -> list[str]:
+    """The gunicorn command line of `web` (bench/ runs other apps under the same one)."""
+    return [
         "gunicorn",
-        # WEB_HOST=127.0.0.1 behind the buffering proxy, so that nothing reaches gunicorn around it.
-        "--bind", f"{os.environ.get('WEB_HOST', '0.0.0.0')}:{settings.port}",
+        "--bind", f"{host}:{port}",
         "--workers", str(workers),
         "--threads", str(threads),
         "--worker-class", "gthread",
         "--graceful-timeout", "20",
         "--access-logfile", "-",
         "--no-control-socket",
-        "--config", "python:service.gunicorn_conf",  # prometheus multiprocess mode, JSON logs
-        "service.app:create_app()",
+        "--config", "python:service.platform.gunicorn_conf",  # prometheus multiprocess mode, JSON logs
+        app,
     ]
+
+
+@main.command()
+@click.option("--workers", type=int, default=lambda: config_mod.web_server().workers)
+@click.option("--threads", type=int, default=lambda: config_mod.web_server().threads)
+def web(workers: int, threads: int) -> None:
+    """Serve webhooks, the admin API and health endpoints under gunicorn on $PORT."""
+    settings = _settings()
+    # Resolve the embedded database once here, so gunicorn's workers share one server.
+    os.environ["DATABASE_URL"] = _database_url(settings)
+    # WEB_HOST=127.0.0.1 behind the buffering proxy, so that nothing reaches gunicorn around it.
+    args = gunicorn_args(settings.port, workers=workers, threads=threads,
+                         host=config_mod.web_server().host)
     os.execvp(sys.executable, [sys.executable, "-m", *args])
-
-
-@main.command()
-@click.option("--queue", type=click.Choice(["events", "backfill", "all"]), default="all")
-def worker(queue: str) -> None:
-    """Consume queued events and commit their grants."""
-    from workers.run import run_workers
-
-    settings = _settings()
-    _serve_metrics("worker")
-    run_workers(settings, _database_url(settings), queue)
-
-
-@main.command()
-def scheduler() -> None:
-    """Reconcile linked courses and refresh the catalog; one active at a time."""
-    from workers.scheduler import run_scheduler
-
-    settings = _settings()
-    _serve_metrics("scheduler")
-    run_scheduler(settings, _database_url(settings))
 
 
 @main.command("create-token")
@@ -118,7 +81,8 @@ def scheduler() -> None:
               type=click.Choice(["administer_competence_integrations", "administer_competence_settings"]))
 def create_token(name: str, permissions: tuple[str, ...]) -> None:
     """Create an API token; it is printed once, alone on the last line."""
-    from service import db, tokens
+    from service.access import tokens
+    from service.platform import db
 
     settings = _settings()
     try:
@@ -134,7 +98,8 @@ def create_token(name: str, permissions: tuple[str, ...]) -> None:
 @click.option("--name", required=True)
 def revoke_token(name: str) -> None:
     """Revoke the active token of that name."""
-    from service import db, tokens
+    from service.access import tokens
+    from service.platform import db
 
     settings = _settings()
     with db.connect(_database_url(settings)) as conn:
@@ -191,12 +156,11 @@ def send_webhook(email: str, course_id: int, course_name: str, failed: bool, res
 
 
 # Sub-commands that live with their room (one line each; keep this block sorted).
-# (simulate, backfill: service/infocaption/commands.py; status: service/ops_cli.py)
-from service.infocaption.commands import backfill, seed_demo, simulate  # noqa: E402
-main.add_command(backfill)
+# (simulate, seed-demo: service/demo/commands.py; status: service/ops/status.py)
+from service.demo.commands import seed_demo, simulate  # noqa: E402
 main.add_command(seed_demo)
 main.add_command(simulate)
-from service.ops_cli import status  # noqa: E402
+from service.ops.status import status  # noqa: E402
 main.add_command(status)
 
 if __name__ == "__main__":

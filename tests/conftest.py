@@ -18,9 +18,9 @@ import psycopg
 import pytest
 from standardwebhooks import Webhook
 
-from service import config as config_mod
-from service import db
-from service.db.migrate import migrate
+from service.platform import config as config_mod
+from service.platform import db
+from service.platform.migrate import migrate
 
 ADMIN_URL = os.environ.get("TEST_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BROKER_URL = os.environ.get("TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
@@ -114,7 +114,7 @@ def embedded_settings(settings):
 
 
 def delete_queues(s: config_mod.Settings) -> None:
-    from service import messaging
+    from service.platform import messaging
 
     if messaging.is_embedded(s):
         return  # the embedded queue's rows go with the database

@@ -71,13 +71,13 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from service import db, messaging
-from service.config import Settings
-from service.domain.pipeline import (Outcome, apply_course_status, apply_results_keeping_going,
+from service.platform import db, messaging
+from service.platform.config import Settings
+from service.grants.pipeline import (Outcome, apply_course_status, apply_results_keeping_going,
                                      evaluate_results, keep_bad_records)
-from service.domain.rules import normalize_email
+from service.people.email import normalize_email
 from service.infocaption.client import CourseGone, InfoCaptionClient, InfoCaptionError, Page
-from service.metrics import GRANTS
+from service.platform.metrics import GRANTS
 from workers.base import BACKOFF_CAP_S, BACKOFF_FIRST_S, BatchWorker, is_transient
 
 log = logging.getLogger(__name__)

@@ -33,10 +33,10 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from service import db, messaging
-from service.config import Settings
-from service.messaging import Delivery
-from service.metrics import DEAD_LETTERS
+from service.platform import db, messaging
+from service.platform.config import Settings
+from service.platform.messaging import Delivery
+from service.platform.metrics import DEAD_LETTERS
 
 log = logging.getLogger(__name__)
 

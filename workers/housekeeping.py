@@ -5,7 +5,7 @@ import logging
 
 from psycopg_pool import ConnectionPool
 
-from service import db
+from service.platform import db
 
 log = logging.getLogger(__name__)
 

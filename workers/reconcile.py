@@ -20,7 +20,7 @@ worker behind, or the webhook on its way), so it is stored (what the webhook bri
 changes nothing) and counted as `ahead` instead, never as a webhook lost. A webhook queued for
 longer than REPAIR_GRACE is counted as repaired: the grace is a bound, not knowledge of the
 queue. A record that cannot be read or stored is counted in `errors`, kept for ops
-(service/domain/pipeline.py, keep_bad_records) and the run goes on. Every run logs one line:
+(service/grants/pipeline.py, keep_bad_records) and the run goes on. Every run logs one line:
 courses read, results seen, repaired, ahead, errors, grants created, failed courses.
 
 Only the scheduler holding the advisory lock runs these jobs (workers/scheduler.py).
@@ -34,12 +34,14 @@ from datetime import datetime, timedelta, timezone
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from service import db
-from service.config import Settings
-from service.domain.pipeline import (apply_course_status, apply_results_keeping_going,
+from service.catalog.guides import COURSE_GUIDE_TYPES
+from service.platform import db
+from service.platform.config import Settings
+from service.grants.pipeline import (apply_course_status, apply_results_keeping_going,
                                      keep_bad_records)
 from service.infocaption.client import CourseGone, InfoCaptionClient, InfoCaptionError
-from service.metrics import GRANTS, RECONCILE_REPAIRS, RECONCILE_RUNS
+from service.platform.metrics import GRANTS, RECONCILE_REPAIRS, RECONCILE_RUNS
+from workers.jobs import Job
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +97,8 @@ def refresh_catalog(settings: Settings, pool: ConnectionPool, client: InfoCaptio
                 changed_at = dp  # published again before we looked: results since then count
             apply_course_status(conn, course.as_dict(), "published", changed_at, source="catalog", tz=tz)
             out.published.append(course.id)
-        missing = conn.execute(db.q("catalog_missing_courses"), {"listed": list(listed)}).fetchall()
+        missing = conn.execute(db.q("catalog_missing_courses"), {
+            "listed": list(listed), "guide_types": sorted(COURSE_GUIDE_TYPES)}).fetchall()
     if missing and not courses:
         # An empty catalog is far likelier a glitch than every course unpublished at once.
         log.warning("catalog refresh: InfoCaption listed no course at all; statuses left as they are")
@@ -182,8 +185,6 @@ def reconcile(settings: Settings, pool: ConnectionPool, client: InfoCaptionClien
 
 def periodic_jobs(settings: Settings, pool: ConnectionPool, publisher) -> list:
     """The scheduler's jobs of this module: catalog refresh first, then reconciliation."""
-    from workers.scheduler import Job
-
     # Few, short retries: the scheduler's loop also relays the outbox, and the next run
     # catches up anyway.
     client = InfoCaptionClient.from_settings(settings, max_attempts=4, backoff_cap_s=5.0)

@@ -8,9 +8,9 @@ from datetime import datetime
 
 import psycopg
 
-from service import messaging
-from service.domain.pipeline import Outcome, process_events
-from service.metrics import EVENTS, GRANTS, LAG
+from service.platform import messaging
+from service.grants.pipeline import Outcome, process_events
+from service.platform.metrics import EVENTS, GRANTS, LAG
 from workers.base import BatchWorker
 
 log = logging.getLogger(__name__)

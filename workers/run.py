@@ -4,9 +4,9 @@ from __future__ import annotations
 import logging
 import threading
 
-from service import db
-from service.config import Settings
-from service.observability import init_sentry
+from service.platform import db
+from service.platform.config import Settings
+from service.platform.observability import init_sentry
 from workers.results import ResultWorker
 
 log = logging.getLogger(__name__)

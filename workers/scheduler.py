@@ -5,29 +5,21 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable
 
 import psycopg
 
-from service import db
-from service.config import Settings
-from service.messaging import Publisher, PublishError
-from service.observability import init_sentry
+from service.platform import db
+from service.platform.config import Settings
+from service.platform.messaging import Publisher, PublishError
+from service.platform.observability import init_sentry
 from workers import housekeeping
+from workers.jobs import Job
+from workers.reconcile import periodic_jobs
 
 log = logging.getLogger(__name__)
 
 # Any fixed number; every scheduler process competes for it and only the holder works.
 SCHEDULER_LOCK_KEY = 7_413_002
-
-
-@dataclass
-class Job:
-    name: str
-    interval_s: float
-    run: Callable[[], object]
-    next_at: float = 0.0
 
 
 def relay_outbox(pool, publisher: Publisher, limit: int = 100) -> int:
@@ -61,10 +53,6 @@ class Scheduler:
     def default_jobs(self) -> list[Job]:
         jobs = [Job("outbox", 1.0, lambda: relay_outbox(self.pool, self.publisher))]
         jobs.append(Job("prune_rejected_webhooks", housekeeping.PRUNE_INTERVAL_S, lambda: housekeeping.prune_rejected_webhooks(self.pool, self.settings.rejected_retention_days)))
-        try:
-            from workers.reconcile import periodic_jobs  # added by the backfill issue
-        except ImportError:
-            return jobs
         return jobs + periodic_jobs(self.settings, self.pool, self.publisher)
 
     def stop(self, *_args) -> None:
@@ -76,15 +64,13 @@ class Scheduler:
             try:
                 if lock_conn is None or lock_conn.closed:
                     lock_conn = psycopg.connect(self.database_url, autocommit=True)
-                (held,) = lock_conn.execute(
-                    "SELECT pg_try_advisory_lock(%s)", (SCHEDULER_LOCK_KEY,)
-                ).fetchone()
+                (held,) = lock_conn.execute(db.q("scheduler_try_lock"), {"key": SCHEDULER_LOCK_KEY}).fetchone()
                 if not held:
                     self.stopping.wait(2.0)
                     continue
                 log.info("scheduler lock taken; running jobs")
                 while not self.stopping.is_set():
-                    lock_conn.execute("SELECT 1")  # notices a lost session (and lock) early
+                    lock_conn.execute(db.q("scheduler_ping"))  # notices a lost session (and lock) early
                     self.run_due()
                     self.stopping.wait(0.5)
             except psycopg.OperationalError as exc:

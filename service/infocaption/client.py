@@ -2,7 +2,7 @@
 
 The results endpoint is not publicly documented by InfoCaption, so its paths, parameters,
 field names and error codes are kept here and nowhere else; the rest of the service sees
-`Course`, `Page` and `service.domain.pipeline.ResultRecord` only.
+`Course`, `Page` and `service.grants.pipeline.ResultRecord` only.
 
 - OAuth2 client credentials: `POST /oauth2/token` with HTTP Basic; the token is cached and
   renewed shortly before it expires, or at once when a call answers 401.
@@ -43,17 +43,17 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from service.domain.pipeline import ResultRecord
-from service.domain.rules import email_shape_problem
-from service.metrics import INFOCAPTION_BAD_RECORDS
-from service.observability import mask_email
+from service.grants.pipeline import ResultRecord
+from service.people.email import email_shape_problem
+from service.platform.metrics import INFOCAPTION_BAD_RECORDS
+from service.catalog.guides import COURSE_GUIDE_TYPES
+from service.platform.observability import mask_email
 
 log = logging.getLogger(__name__)
 
 TOKEN_PATH = "/oauth2/token"
 GUIDES_PATH = "/API/public/guides"
 RESULTS_PATH = "/API/courses/{course_id}/results"
-COURSE_GUIDE_TYPES = (14, 18)  # Kurs, FysiskKurs
 MAX_TEXT = 1000
 # A time outside these bounds is not a real one (CONTRACT section 3 bounds completedAt alike).
 EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
@@ -91,7 +91,7 @@ class Course:
     date_published: datetime | None = None
 
     def as_dict(self) -> dict:
-        """The shape `service.domain.pipeline.apply_course_status` takes."""
+        """The shape `service.grants.pipeline.apply_course_status` takes."""
         return {"id": self.id, "name": self.name, "guide_type": self.guide_type}
 
 
@@ -287,12 +287,12 @@ class InfoCaptionClient:
 
     def courses_page(self, page: int = 1, hits_per_page: int = 100) -> Page:
         """One page of published courses (guide types 14 and 18)."""
-        params = [("type[]", t) for t in COURSE_GUIDE_TYPES]
+        params = [("type[]", t) for t in sorted(COURSE_GUIDE_TYPES)]
         params += [("page", page), ("hitsPerPage", hits_per_page)]
         body = self._get_json(GUIDES_PATH, params)
         raws = _results_of(body)
         items = [c for c in (_parse_course(raw) for raw in raws) if c is not None]
-        return _page(body, items, len(raws), page, hits_per_page)
+        return page_of(body, items, len(raws), page, hits_per_page)
 
     def published_courses(self, hits_per_page: int = 200) -> list[Course]:
         """Every course InfoCaption currently publishes (all pages)."""
@@ -331,7 +331,7 @@ class InfoCaptionClient:
             record = _parse_result(raw, course, rejected)
             if record is not None:
                 items.append(record)
-        got = _page(body, items, len(raws), page, hits_per_page)
+        got = page_of(body, items, len(raws), page, hits_per_page)
         got.rejected = rejected
         return got
 
@@ -531,7 +531,7 @@ def _int_field(body: dict, name: str, default: int) -> int:
         return default
 
 
-def _page(body: dict, items: list, received: int, page: int, hits_per_page: int) -> Page:
+def page_of(body: dict, items: list, received: int, page: int, hits_per_page: int) -> Page:
     hits = max(1, _int_field(body, "hitsPerPage", hits_per_page))
     total_hits = _int_field(body, "totalHits", received)
     current = _int_field(body, "currentPage", page)

@@ -68,7 +68,7 @@ class Stack:
     def start(self, role: str, *args: str) -> subprocess.Popen:
         self.starts[role] = self.starts.get(role, 0) + 1
         log = open(self.log_dir / f"{role}.{self.starts[role]}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "service.cli", role, *args], cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "workers.cli", role, *args], cwd=ROOT,
                                 env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         self.procs[role] = proc
@@ -132,8 +132,8 @@ def embedded(settings, tmp_path):
     test's own (started here, migrated, stopped at the end), and stacks that use it."""
     import dataclasses
 
-    from service import db
-    from service.db.migrate import migrate
+    from service.platform import db
+    from service.platform.migrate import migrate
 
     data_dir = tmp_path / ".data"
     url = db.database_url(dataclasses.replace(settings, database_url=None, data_dir=data_dir))

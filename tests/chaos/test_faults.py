@@ -12,10 +12,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from service import db
-from service.domain import admin, pipeline
-from service.domain.rules import normalize_email
-from service.infocaption.simulator import Simulator, generate
+from service.platform import db
+from service.catalog import competences
+from service.catalog import links as catalog_links
+from service.people import employees as people_employees
+from service.grants import pipeline
+from service.people.email import normalize_email
+from service.demo.simulator import Simulator, generate
 from tests.chaos.conftest import SENDER_RETRIES, count, record
 from tests.conftest import DOMAIN_TABLES, SECRET, wait_for
 
@@ -34,17 +37,17 @@ def seed(database_url: str, sim: Simulator, *, per_course: int = 2, clear_outbox
     """Employees of the simulated organisation, a tree, and links for every published course."""
     links = {}
     with db.connect(database_url) as conn, conn.transaction():
-        admin.create_employees(conn, [{"email": e.email} for e in sim.data.employees], actor="chaos", tz=TZ)
-        main = admin.create_competence(conn, {"name": "Vård", "kind": "main_group"}, actor="chaos")
-        group = admin.create_competence(conn, {"name": "Akut", "kind": "group", "parent_id": main["id"]}, actor="chaos")
+        people_employees.create_employees(conn, [{"email": e.email} for e in sim.data.employees], actor="chaos", tz=TZ)
+        main = competences.create_competence(conn, {"name": "Vård", "kind": "main_group"}, actor="chaos")
+        group = competences.create_competence(conn, {"name": "Akut", "kind": "group", "parent_id": main["id"]}, actor="chaos")
         for course in sim.data.published_courses():
             conn.execute("INSERT INTO courses (id, name, guide_type) VALUES (%s, %s, %s)",
                          (course.id, course.name, course.guide_type))
             for k in range(per_course):
-                comp = admin.create_competence(conn, {
+                comp = competences.create_competence(conn, {
                     "name": f"{course.name} {k}", "kind": "competence", "parent_id": group["id"],
                     "default_valid_days": 365 if k == 0 else None}, actor="chaos")
-                links[admin.create_link(conn, course.id, comp["id"], actor="chaos")["id"]] = (course.id, comp["id"])
+                links[catalog_links.create_link(conn, course.id, comp["id"], actor="chaos")["id"]] = (course.id, comp["id"])
         if clear_outbox:
             conn.execute("DELETE FROM outbox")  # no history to backfill in these scenarios
     return links
@@ -270,16 +273,16 @@ def _order_events(seed: int) -> list[dict]:
 
 def _seed_order(database_url: str) -> None:
     with db.connect(database_url) as conn, conn.transaction():
-        admin.create_employees(conn, [{"email": f"person.{i:04d}@kommun.example"} for i in range(200)],
+        people_employees.create_employees(conn, [{"email": f"person.{i:04d}@kommun.example"} for i in range(200)],
                                actor="chaos", tz=TZ)
-        main = admin.create_competence(conn, {"name": "M", "kind": "main_group"}, actor="chaos")
-        group = admin.create_competence(conn, {"name": "G", "kind": "group", "parent_id": main["id"]}, actor="chaos")
+        main = competences.create_competence(conn, {"name": "M", "kind": "main_group"}, actor="chaos")
+        group = competences.create_competence(conn, {"name": "G", "kind": "group", "parent_id": main["id"]}, actor="chaos")
         for course_id, days, renew in ((7001, 365, False), (7001, None, False), (7002, 730, True)):
             conn.execute("INSERT INTO courses (id, name, guide_type) VALUES (%s, 'K', 14) ON CONFLICT DO NOTHING", (course_id,))
-            comp = admin.create_competence(conn, {"name": f"K{course_id}-{days}", "kind": "competence",
+            comp = competences.create_competence(conn, {"name": f"K{course_id}-{days}", "kind": "competence",
                                                   "parent_id": group["id"], "default_valid_days": days,
                                                   "renew_on_completion": renew}, actor="chaos")
-            admin.create_link(conn, course_id, comp["id"], actor="chaos")
+            catalog_links.create_link(conn, course_id, comp["id"], actor="chaos")
         conn.execute("DELETE FROM outbox")
 
 
@@ -295,7 +298,7 @@ def _outcome(database_url: str) -> dict:
 
 
 def test_every_event_ten_times_in_shuffled_order_gives_the_ordered_outcome(settings, stack, database_url):
-    from service.schemas import parse_event
+    from service.ingest.schema import parse_event
 
     events = _order_events(14)
     # One ordered delivery, event by event, straight through the pipeline: the reference.
@@ -359,12 +362,12 @@ def test_backfill_and_webhooks_for_the_same_course_at_once(settings, stack, data
     s.env["INFOCAPTION_BASE_URL"] = sim.url
     course = sim.data.published_courses()[0]
     with db.connect(database_url) as conn, conn.transaction():
-        admin.create_employees(conn, [{"email": e.email} for e in sim.data.employees], actor="chaos", tz=TZ)
+        people_employees.create_employees(conn, [{"email": e.email} for e in sim.data.employees], actor="chaos", tz=TZ)
         conn.execute("INSERT INTO courses (id, name, guide_type) VALUES (%s, %s, %s)",
                      (course.id, course.name, course.guide_type))
-        main = admin.create_competence(conn, {"name": "M", "kind": "main_group"}, actor="chaos")
-        group = admin.create_competence(conn, {"name": "G", "kind": "group", "parent_id": main["id"]}, actor="chaos")
-        comp = admin.create_competence(conn, {"name": "K", "kind": "competence", "parent_id": group["id"],
+        main = competences.create_competence(conn, {"name": "M", "kind": "main_group"}, actor="chaos")
+        group = competences.create_competence(conn, {"name": "G", "kind": "group", "parent_id": main["id"]}, actor="chaos")
+        comp = competences.create_competence(conn, {"name": "K", "kind": "competence", "parent_id": group["id"],
                                               "default_valid_days": 365}, actor="chaos")
     s.start("web")
     s.start("worker")
@@ -373,7 +376,7 @@ def test_backfill_and_webhooks_for_the_same_course_at_once(settings, stack, data
         sim.start_traffic(150, pass_share=0.85, unmatched_share=0.1, seed=15)
         time.sleep(1.0)  # webhooks flow; now the link, whose backfill runs beside them
         with db.connect(database_url) as conn, conn.transaction():
-            link = admin.create_link(conn, course.id, comp["id"], actor="chaos")
+            link = catalog_links.create_link(conn, course.id, comp["id"], actor="chaos")
         links = {link["id"]: (course.id, comp["id"])}
         wait_for(lambda: count(database_url, "SELECT count(*) FROM links WHERE backfill_state = 'running'"
                                " OR backfill_state = 'done'") == 1, timeout=120, message="the backfill started")

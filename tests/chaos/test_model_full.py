@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from service import db
+from service.platform import db
 from tests.chaos.conftest import record
 from tests.chaos.test_faults import reset
 from tests.integration.test_model_check import run_model_check

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from service.config import DEMO_WEBHOOK_SECRET
+from service.platform.config import DEMO_WEBHOOK_SECRET
 from tests.conftest import completed_event, dumps, sign, wait_for
 
 pytestmark = pytest.mark.e2e

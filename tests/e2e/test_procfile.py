@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from service import config as config_mod
+from service.platform import config as config_mod
 from tests.conftest import SECRET, completed_event, delete_queues, dumps, sign, wait_for
 from tests.integration.ops.metrics_util import add_employee, parse, seed_course_link, value
 from tests.unit.ops.sentry_util import ANY_EMAIL

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from service import config as config_mod
+from service.platform import config as config_mod
 from tests.conftest import SECRET, delete_queues, padded_event, sign, wait_for
 from tests.e2e.test_procfile import free_port
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from service.messaging import Publisher
-from service.schemas import parse_event
+from service.platform.messaging import Publisher
+from service.ingest.schema import parse_event
 from tests.conftest import completed_event, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -42,7 +42,7 @@ def worker_env(settings) -> dict:
 
 def start_worker(settings) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "worker", "--queue", "events"],
+        [sys.executable, "-m", "workers.cli", "worker", "--queue", "events"],
         cwd=ROOT, env=worker_env(settings), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
 
@@ -53,8 +53,8 @@ def transport_settings(request):
 
 
 def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(conn, transport_settings, pool):
-    from service import messaging
-    from service.domain.rules import normalize_email
+    from service.platform import messaging
+    from service.people.email import normalize_email
 
     settings = transport_settings
 

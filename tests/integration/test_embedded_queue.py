@@ -11,8 +11,8 @@ import threading
 import pytest
 from psycopg.types.json import Jsonb
 
-from service import db, messaging
-from service.messaging import DELIVERY_LIMIT, Publisher
+from service.platform import db, messaging
+from service.platform.messaging import DELIVERY_LIMIT, Publisher
 from tests.conftest import completed_event, dumps, sign, wait_for
 from tests.integration.test_pipeline import add_employee, seed_links
 from tests.integration.test_worker import event

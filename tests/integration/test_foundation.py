@@ -10,9 +10,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from service import db, messaging
-from service.db.migrate import available
-from service.messaging import Publisher
+from service.platform import db, messaging
+from service.platform.migrate import available
+from service.platform.messaging import Publisher
 from tests.conftest import ADMIN_URL
 
 pytestmark = pytest.mark.integration
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _cli(*args, env_extra=None) -> subprocess.CompletedProcess:
     env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "workers.cli", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -119,7 +119,7 @@ def test_publish_and_consume_on_the_real_broker(settings):
 
 
 def test_pooled_connections_plan_with_ssd_costs_and_keep_the_urls_own_options(database_url):
-    from service import db
+    from service.platform import db
 
     pool = db.make_pool(database_url, name="options-test")
     try:

@@ -1,4 +1,4 @@
-"""Migration 0006 (service/db/migrations/0006_backfill_counters.sql): links counted the old way
+"""Migration 0006 (service/platform/migrations/0006_backfill_counters.sql): links counted the old way
 (granted = passed results that earn it, failed = everything else) get the new counters, and
 processed stays their sum."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from service.db.migrate import available
+from service.platform.migrate import available
 from tests.conftest import ADMIN_URL
 
 pytestmark = pytest.mark.integration

@@ -6,8 +6,13 @@ import os
 
 import pytest
 
-from service.domain import admin, pipeline
-from service.domain.rules import normalize_email
+from service.catalog import competences as catalog_competences
+
+from service.catalog import links as catalog_links
+
+from service.people import employees as people_employees
+from service.grants import pipeline
+from service.people.email import normalize_email
 from tests.model import Model, stream
 
 pytestmark = pytest.mark.integration
@@ -30,10 +35,10 @@ def run_model_check(conn, n: int, seed: int) -> dict:
                     model.competences[k] = (days, renew)
                 for c in data["courses"]:
                     conn.execute("INSERT INTO courses (id, name, guide_type) VALUES (%s, 'Kurs', 14)", (c,))
-                admin.create_employees(conn, [{"email": e} for e in data["employees"]], actor="model", tz=TZ)
+                people_employees.create_employees(conn, [{"email": e} for e in data["employees"]], actor="model", tz=TZ)
                 model.employees.update(normalize_email(e) for e in data["employees"])
                 for c, k in data["links"]:
-                    link_ids[(c, k)] = admin.create_link(conn, c, k, actor="model")["id"]
+                    link_ids[(c, k)] = catalog_links.create_link(conn, c, k, actor="model")["id"]
                     model.links.add((c, k))
             elif kind == "results":
                 pipeline.process_events(conn, data, tz=TZ)
@@ -41,22 +46,22 @@ def run_model_check(conn, n: int, seed: int) -> dict:
                 counts["events"] += len(data)
                 counts["batches"] += 1
             elif kind == "employee":
-                admin.create_employees(conn, [{"email": data}], actor="model", tz=TZ)
+                people_employees.create_employees(conn, [{"email": data}], actor="model", tz=TZ)
                 model.employee_created(data)
                 counts["employees"] += 1
             elif kind == "link":
-                link_ids[data] = admin.create_link(conn, *data, actor="model")["id"]
+                link_ids[data] = catalog_links.create_link(conn, *data, actor="model")["id"]
                 # what the backfill does with the results already stored for the course
                 ids = [r["id"] for r in conn.execute("SELECT id FROM results WHERE course_id = %s", (data[0],)).fetchall()]
                 pipeline.evaluate_results(conn, ids, source="backfill", tz=TZ)
                 model.link_created(*data)
                 counts["links"] += 1
             elif kind == "unlink":
-                admin.delete_link(conn, link_ids.pop(data), actor="model")
+                catalog_links.delete_link(conn, link_ids.pop(data), actor="model")
                 model.link_deleted(*data)
                 counts["unlinks"] += 1
             elif kind == "delete_competence":
-                admin.delete_competence(conn, data, actor="model")
+                catalog_competences.delete_competence(conn, data, actor="model")
                 link_ids = {p: i for p, i in link_ids.items() if p[1] != data}
                 model.competence_deleted(data)
                 counts["competences_deleted"] += 1
@@ -78,7 +83,7 @@ def run_model_check(conn, n: int, seed: int) -> dict:
 
 
 def test_service_and_reference_model_agree_on_every_grant(database_url):
-    from service import db
+    from service.platform import db
     from tests.conftest import DOMAIN_TABLES
 
     n = int(os.environ.get("MODEL_CHECK_EVENTS", "20000"))

@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from service import messaging
-from service.messaging import PACKED_HEADER, Publisher, _ConfirmLink, _Pending
+from service.platform import messaging
+from service.platform.messaging import PACKED_HEADER, Publisher, _ConfirmLink, _Pending
 from tests.conftest import completed_event, wait_for
 from tests.integration.test_pipeline import add_employee, seed_links
 from tests.integration.test_worker import count, event

@@ -5,7 +5,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from service.domain.pipeline import grant_unmatched_for_email
+from service.grants.pipeline import grant_unmatched_for_email
 from tests.conftest import completed_event, dumps, sign, wait_for
 
 pytestmark = pytest.mark.integration
@@ -29,7 +29,7 @@ def seed_links(conn, course_id=4711, valid_days=(730, None), renew=False):
 
 
 def add_employee(conn, email):
-    from service.domain.rules import normalize_email
+    from service.people.email import normalize_email
 
     return conn.execute(
         "INSERT INTO employees (email, email_normalized) VALUES (%s, %s) RETURNING id",
@@ -92,7 +92,7 @@ def test_same_webhook_five_times_is_processed_once(conn, client, run_worker):
 
 
 def _queue_depth(client):
-    from service import messaging
+    from service.platform import messaging
 
     svc = client.application.extensions["competence_bridge"]
     with messaging.connection(svc.settings) as broker:

@@ -1,4 +1,4 @@
-"""What each stored result did (service/domain/pipeline.py, Outcome.statuses): `granted` only when
+"""What each stored result did (service/grants/pipeline.py, Outcome.statuses): `granted` only when
 it created or renewed a grant, `already_held` when the employee held the competence; on the
 real PostgreSQL, through the same statements the worker and the backfill run."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from service.domain.pipeline import ResultRecord, apply_results, evaluate_results, process_events
+from service.grants.pipeline import ResultRecord, apply_results, evaluate_results, process_events
 from tests.conftest import completed_event
 from tests.integration.test_pipeline import add_employee, seed_links
 
@@ -19,7 +19,7 @@ PASSED_AT = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 
 def event(result_id: str, email: str, msg_id: str, **kwargs) -> dict:
     """A queued event as the web process hands it to the worker."""
-    from service.schemas import parse_event
+    from service.ingest.schema import parse_event
 
     return dict(parse_event(completed_event(result_id, email, **kwargs)), webhook_id=msg_id)
 

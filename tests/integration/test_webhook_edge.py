@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from service.metrics import WEBHOOKS
+from service.platform.metrics import WEBHOOKS
 from tests.conftest import completed_event, dumps, padded_event, sign, wait_for
 from tests.integration.test_pipeline import add_employee, seed_links
 
@@ -145,7 +145,7 @@ def test_a_content_length_one_byte_over_is_413(client, conn):
 
 
 def test_unsigned_requests_are_all_counted_and_only_a_sample_kept(app, conn):
-    from service.webhooks import SAMPLE_KEY, UnsignedSample
+    from service.ingest.webhooks import SAMPLE_KEY, UnsignedSample
 
     now = [0.0]
     app.extensions[SAMPLE_KEY] = UnsignedSample(per_minute=3, clock=lambda: now[0])

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from service import messaging
+from service.platform import messaging
 from tests.conftest import OLD_SECRET, SECRET, completed_event, dumps, sign
 
 pytestmark = pytest.mark.integration

@@ -8,9 +8,9 @@ from datetime import date, datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from service import messaging
-from service.messaging import Publisher
-from service.schemas import parse_event
+from service.platform import messaging
+from service.platform.messaging import Publisher
+from service.ingest.schema import parse_event
 from tests.conftest import completed_event, course_event, wait_for
 from tests.integration.test_pipeline import add_employee, grants, result_status, seed_links
 

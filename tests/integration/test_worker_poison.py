@@ -11,7 +11,7 @@ import sys
 import psycopg
 import pytest
 
-from service.messaging import Publisher
+from service.platform.messaging import Publisher
 from tests.conftest import completed_event, wait_for
 from tests.integration.test_pipeline import add_employee, seed_links
 from tests.integration.test_worker import count, event
@@ -112,7 +112,7 @@ def test_storable_escapes_what_postgresql_cannot_hold():
 def test_an_uncaught_exception_in_a_thread_or_the_main_thread_is_a_masked_json_line():
     code = (
         "import threading\n"
-        "from service.observability import configure_logging\n"
+        "from service.platform.observability import configure_logging\n"
         "configure_logging()\n"
         "t = threading.Thread(target=lambda: 1 / 0 if False else (_ for _ in ()).throw("
         "RuntimeError('no employee anna.andersson@kommun.se \\ud800')), name='events-commit')\n"

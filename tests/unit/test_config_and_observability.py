@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from service import config
-from service.messaging import DELIVERY_LIMIT, Topology
-from service.observability import _JsonFormatter, before_send, mask_email, scrub
+from service.platform import config
+from service.platform.messaging import DELIVERY_LIMIT, Topology
+from service.platform.observability import _JsonFormatter, before_send, mask_email, scrub
 
 
 KEY = "whsec_" + base64.b64encode(b"a secret of twenty-four!").decode()  # 24 bytes

@@ -9,8 +9,8 @@ import pytest
 
 from service.infocaption.client import (
     CourseGone, InfoCaptionClient, InfoCaptionRefused, InfoCaptionUnavailable)
-from service.infocaption.simulator import Simulator, generate
-from service.metrics import INFOCAPTION_BAD_RECORDS
+from service.demo.simulator import Simulator, generate
+from service.platform.metrics import INFOCAPTION_BAD_RECORDS
 
 COURSE = {"id": 4711, "name": "HLR vuxen", "guide_type": 14}
 

@@ -12,8 +12,8 @@ from standardwebhooks import Webhook
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from service.domain.rules import normalize_email
-from service.infocaption.simulator import DataSet, Simulator, generate, generate_employees
+from service.people.email import normalize_email
+from service.demo.simulator import DataSet, Simulator, generate, generate_employees
 from tests.conftest import SECRET
 
 

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from service import config as config_mod
+from service.platform import config as config_mod
 from service.infocaption.client import InfoCaptionClient, InfoCaptionRefused, InfoCaptionUnavailable
 
 TOKEN = b'{"access_token": "t", "expires_in": 3600}'

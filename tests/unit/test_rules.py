@@ -7,8 +7,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from service.domain.rules import (email_shape_problem, is_course, matches_nobody, normalize_email,
-                                  unmatchable_reason, valid_from, valid_to)
+from service.catalog.guides import is_course
+from service.grants.validity import valid_from, valid_to
+from service.people.email import email_shape_problem, matches_nobody, normalize_email, unmatchable_reason
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 

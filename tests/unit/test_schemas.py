@@ -6,7 +6,7 @@ import copy
 import pytest
 from marshmallow import ValidationError
 
-from service.schemas import parse_event
+from service.ingest.schema import parse_event
 from tests.conftest import completed_event, course_event
 
 

@@ -1,9 +1,9 @@
-"""The named SQL blocks of service/db: loading, and a fragment shared by two statements."""
+"""The named SQL blocks beside the code: loading, and a fragment shared by two statements."""
 from __future__ import annotations
 
 import pytest
 
-from service import db
+from service.platform import db
 
 
 def test_an_include_line_is_replaced_by_the_named_block():
@@ -19,7 +19,7 @@ def test_an_include_line_is_replaced_by_the_named_block():
 
 def test_an_include_of_an_unknown_block_fails_at_load(tmp_path, monkeypatch):
     (tmp_path / "a.sql").write_text("-- name: whole\nSELECT 1\n-- include: nowhere\n")
-    monkeypatch.setattr(db, "SQL_DIR", tmp_path)
+    monkeypatch.setattr(db, "SQL_ROOTS", (tmp_path,))
     db.queries.cache_clear()
     try:
         with pytest.raises(RuntimeError, match="nowhere"):

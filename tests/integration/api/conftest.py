@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from service import tokens
-from service.api.auth import INTEGRATIONS, SETTINGS
-from service.domain.rules import normalize_email
+from service.access import tokens
+from service.access.auth import INTEGRATIONS, SETTINGS
+from service.people.email import normalize_email
 
 BOTH = (INTEGRATIONS, SETTINGS)
 

@@ -7,8 +7,8 @@ import pytest
 from flask import Flask
 from flask_smorest import Blueprint
 
-from service import tokens
-from service.api import auth
+from service.access import tokens
+from service.access import auth
 from tests.integration.api.conftest import BOTH
 
 pytestmark = pytest.mark.integration

@@ -37,12 +37,12 @@ def test_every_error_has_one_shape(conn, client, api, make_token):
 
 
 def test_an_unexpected_exception_is_a_500_in_the_shape(app, conn, api, monkeypatch):
-    from service.domain import admin
+    from service.catalog import links
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(admin, "list_links", broken)
+    monkeypatch.setattr(links, "list_links", broken)
     body = _shape(api.get("/api/v1/links"), 500)
     assert "a bug" not in body["message"]  # internals are not shown
 

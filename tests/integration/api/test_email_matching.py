@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from service.domain.pipeline import ResultRecord, apply_results
+from service.grants.pipeline import ResultRecord, apply_results
 from tests.conftest import completed_event, dumps, sign, wait_for
 from tests.integration.test_pipeline import add_employee, seed_links
 

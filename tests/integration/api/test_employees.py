@@ -5,7 +5,7 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from service.domain.pipeline import ResultRecord, apply_results
+from service.grants.pipeline import ResultRecord, apply_results
 from tests.integration.api.conftest import add_course, add_employee, add_link, add_tree, audit_rows
 
 pytestmark = pytest.mark.integration

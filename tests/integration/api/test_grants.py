@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from service.domain.pipeline import evaluate_results
+from service.grants.pipeline import evaluate_results
 from tests.conftest import completed_event, dumps, sign, wait_for
 from tests.integration.api.conftest import (add_course, add_employee, add_grant, add_link, add_tree,
                                             audit_rows)
@@ -74,7 +74,7 @@ def _processed(conn, webhook_id):
 
 
 def _queue_depth(app):
-    from service import messaging
+    from service.platform import messaging
 
     svc = app.extensions["competence_bridge"]
     with messaging.connection(svc.settings) as broker:

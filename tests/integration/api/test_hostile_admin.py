@@ -10,7 +10,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 
-from service.api.auth import INTEGRATIONS, SETTINGS
+from service.access.auth import INTEGRATIONS, SETTINGS
 from tests.integration.api.conftest import add_course, add_employee, add_grant, add_link, add_tree
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from service.api.auth import SETTINGS
+from service.access.auth import SETTINGS
 from tests.conftest import completed_event, dumps, sign
 from tests.integration.api.conftest import Api
 
@@ -64,7 +64,7 @@ def test_pruning_deletes_only_rows_older_than_the_retention(conn, pool):
 
 
 def test_the_scheduler_prunes_after_rejected_retention_days(conn, settings, database_url):
-    from service import config as config_mod
+    from service.platform import config as config_mod
     from workers.scheduler import Scheduler
 
     assert config_mod.load({**_env(settings), "REJECTED_RETENTION_DAYS": "7"}).rejected_retention_days == 7

@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from werkzeug.serving import make_server
 
-from service.domain.rules import normalize_email
+from service.people.email import normalize_email
 from service.infocaption.client import InfoCaptionClient
-from service.infocaption.simulator import DataSet, Simulator, generate
+from service.demo.simulator import DataSet, Simulator, generate
 from tests.conftest import SECRET
 
 TZ = ZoneInfo("Europe/Stockholm")

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from service import messaging
-from service.domain.pipeline import ResultRecord, apply_results
-from service.infocaption.simulator import generate
-from service.messaging import Publisher
-from service.metrics import INFOCAPTION_BAD_RECORDS
+from service.platform import messaging
+from service.grants.pipeline import ResultRecord, apply_results
+from service.demo.simulator import generate
+from service.platform.messaging import Publisher
+from service.platform.metrics import INFOCAPTION_BAD_RECORDS
 from tests.conftest import SECRET, wait_for
 from tests.integration.infocaption.conftest import (
     TZ, add_link, add_staff, classify, client_for, counters, expected_counters, expected_grants,
@@ -295,7 +295,7 @@ def test_one_unreadable_or_unstorable_record_never_stops_a_backfill(conn, settin
     assert "before 2000-01-01" in by_id["bad-year-0001"]["error"]
     refused = [k for k in kept if "ProgramLimitExceeded" in k["error"]]
     assert len(refused) == 1 and refused[0]["payload"]["result_id"].startswith("bad-")
-    from service.domain.admin import pending_dead_letters
+    from service.ops.dead_letters import pending_dead_letters
 
     assert pending_dead_letters(conn) == {"infocaption-api": len(bad)}
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from service.infocaption.simulator import generate
+from service.demo.simulator import generate
 from tests.integration.api.test_email_matching import IMPOSTORS, SAME
 from tests.integration.infocaption.conftest import add_link, client_for, settings_for
 from tests.integration.test_pipeline import add_employee

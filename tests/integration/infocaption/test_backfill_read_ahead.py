@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from service.infocaption.client import InfoCaptionClient
-from service.infocaption.simulator import generate
+from service.demo.simulator import generate
 from tests.conftest import wait_for
 from tests.integration.infocaption.conftest import (
     add_link, add_staff, counters, expected_counters, expected_grants, link_row, settings_for)

@@ -10,8 +10,8 @@ import threading
 import pytest
 
 import workers.backfill as backfill_module
-from service.domain import pipeline
-from service.infocaption.simulator import generate
+from service.grants import pipeline
+from service.demo.simulator import generate
 from tests.integration.infocaption.conftest import add_link, classify, link_row, settings_for
 from tests.integration.infocaption.test_backfill_read_ahead import (
     COURSE_ID, PAGE, RESULTS, PageHooks, assert_finished_exactly, setup, stored)

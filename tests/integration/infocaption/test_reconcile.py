@@ -8,10 +8,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from service.domain.rules import normalize_email
-from service.infocaption.commands import seed_demo_data
-from service.infocaption.simulator import generate
-from service.metrics import RECONCILE_REPAIRS, RECONCILE_RUNS
+from service.people.email import normalize_email
+from service.demo.commands import seed_demo_data
+from service.demo.simulator import generate
+from service.platform.metrics import RECONCILE_REPAIRS, RECONCILE_RUNS
 from tests.conftest import wait_for
 from tests.integration.infocaption.conftest import (
     TZ, add_link, add_staff, client_for, expected_grants, link_row, settings_for)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from service.cli import main
-from service.domain import admin
-from service.infocaption.commands import seed_demo_data
+from workers.cli import main
+from service.catalog import links as catalog_links
+from service.demo.commands import seed_demo_data
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,7 @@ def test_a_link_an_admin_deleted_is_not_created_again(conn):
             "employees": 30, "competences": 7, "links": 4}
     link = conn.execute("SELECT id, course_id, competence_id FROM links ORDER BY id LIMIT 1").fetchone()
     with conn.transaction():
-        admin.delete_link(conn, link["id"], actor="admin")
+        catalog_links.delete_link(conn, link["id"], actor="admin")
     assert count(conn, "links") == 3
 
     with conn.transaction():
@@ -53,7 +53,7 @@ def test_the_command_says_so_the_second_time(conn, database_url):
     assert "demo seeded: 20 new employee(s)" in first.output
     link = conn.execute("SELECT id FROM links ORDER BY id LIMIT 1").fetchone()
     with conn.transaction():
-        admin.delete_link(conn, link["id"], actor="admin")
+        catalog_links.delete_link(conn, link["id"], actor="admin")
 
     second = CliRunner().invoke(main, ["seed-demo", "--employees", "20"], env=env)
     assert second.exit_code == 0, second.output

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from service.cli import main
+from workers.cli import main
 from tests.conftest import wait_for
 from tests.integration.test_pipeline import add_employee, seed_links
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.domain.rules import normalize_email
+from service.people.email import normalize_email
 from tests.conftest import dumps, sign
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

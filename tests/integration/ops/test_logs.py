@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from service.observability import JsonFormatter
+from service.platform.observability import JsonFormatter
 from tests.conftest import completed_event, wait_for
 from tests.integration.ops.metrics_util import add_employee, post, seed_course_link
 from tests.unit.ops.sentry_util import ANY_EMAIL

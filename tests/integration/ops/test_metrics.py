@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from service.messaging import Publisher
-from service.metrics import serve_metrics
+from service.platform.messaging import Publisher
+from service.platform.metrics import serve_metrics
 from tests.conftest import completed_event, wait_for
 from tests.integration.ops.metrics_util import (
     add_employee, delta, parse, post, scrape, seed_course_link, set_backfill, value,

@@ -25,18 +25,18 @@ def test_counters_of_every_worker_process_are_summed(tmp_path):
     for n in (2, 3):
         pids.append(int(run(
             "import os\n"
-            "from service.metrics import WEBHOOKS, LAG\n"
+            "from service.platform.metrics import WEBHOOKS, LAG\n"
             f"WEBHOOKS.labels(outcome='accepted', type='course.completed').inc({n})\n"
             "LAG.observe(0.2)\n"
             "print(os.getpid())\n", env)))
     run("import sys\n"
-        "from service import gunicorn_conf\n"
+        "from service.platform import gunicorn_conf\n"
         "class W: pass\n"
         f"for pid in {pids}:\n"
         "    w = W(); w.pid = pid; gunicorn_conf.child_exit(None, w)\n", env)
     # A third worker answers the scrape.
     text = run("import sys\n"
-               "from service.ops import render_metrics\n"
+               "from service.ops.health import render_metrics\n"
                "sys.stdout.write(render_metrics().decode())\n", env)
     samples = parse(text)
     assert value(samples, "cb_webhooks_total", outcome="accepted", type="course.completed") == 5
@@ -48,14 +48,14 @@ def test_counters_of_every_worker_process_are_summed(tmp_path):
 def test_gunicorn_config_makes_a_fresh_directory_and_forgets_a_previous_run(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     made = run("import os\n"
-               "from service import gunicorn_conf\n"
+               "from service.platform import gunicorn_conf\n"
                "print(os.environ['PROMETHEUS_MULTIPROC_DIR'])\n"
                "gunicorn_conf.on_exit(None)\n", env).strip()
     assert made and not Path(made).exists()  # made for this run, removed at exit
 
     stale = tmp_path / "counter_123.db"
     stale.write_bytes(b"old")
-    run("from service import gunicorn_conf\n"
+    run("from service.platform import gunicorn_conf\n"
         "gunicorn_conf.on_starting(None)\n"
         "gunicorn_conf.on_exit(None)\n", {**env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
     assert not stale.exists() and tmp_path.exists()  # a given directory is emptied, not removed

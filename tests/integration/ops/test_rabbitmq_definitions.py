@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from service import config as config_mod
-from service import messaging
+from service.platform import config as config_mod
+from service.platform import messaging
 from tests.conftest import delete_queues
 
 pytestmark = pytest.mark.integration

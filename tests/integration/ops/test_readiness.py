@@ -12,9 +12,9 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from service import db
+from service.platform import db
 from service.app import create_app
-from service.db.migrate import available, migrate
+from service.platform.migrate import available, migrate
 from tests.conftest import ADMIN_URL
 from tests.integration.ops.metrics_util import scrape, value
 from tests.integration.ops.tcp_proxy import TcpProxy

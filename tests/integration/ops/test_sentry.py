@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from service.messaging import Publisher
+from service.platform.messaging import Publisher
 from tests.conftest import SECRET, wait_for
 from tests.unit.ops import sentry_util
 from tests.unit.ops.sentry_util import ANY_EMAIL
@@ -80,7 +80,8 @@ def test_dead_lettered_event_reaches_sentry_tagged_and_without_personal_data(con
 
 
 def test_failing_scheduled_job_reaches_sentry_without_personal_data(settings, database_url, sentry):
-    from workers.scheduler import Job, Scheduler
+    from workers.jobs import Job
+    from workers.scheduler import Scheduler
 
     def reconcile():
         raise RuntimeError(f"InfoCaption refused {EMAIL} with Bearer {TOKEN}")

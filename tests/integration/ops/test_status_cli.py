@@ -6,7 +6,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from service.cli import main
+from workers.cli import main
 from tests.conftest import completed_event, wait_for
 from tests.integration.ops.metrics_util import add_employee, post, seed_course_link, set_backfill
 from tests.integration.ops.tcp_proxy import TcpProxy

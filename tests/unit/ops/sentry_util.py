@@ -7,7 +7,7 @@ import threading
 import sentry_sdk
 from sentry_sdk.transport import Transport
 
-from service import observability
+from service.platform import observability
 
 # Independent of the service's own pattern: anything shaped like an address counts.
 ANY_EMAIL = re.compile(r"[^\s@'\"<>(),;:]+@[^\s@'\"<>(),;:]+\.[A-Za-z]{2,}")

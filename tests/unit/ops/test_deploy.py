@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from service import metrics
-from service.messaging import Topology
-from service.messaging import QueueStat
-from service.metrics import DEFAULT_METRICS_PORTS, DatabaseState, StateCollector
+from service.platform import metrics
+from service.platform.messaging import Topology
+from service.platform.messaging import QueueStat
+from service.ops import state
+from service.ops.state import DatabaseState, StateCollector
+from service.platform.metrics import DEFAULT_METRICS_PORTS
 
 ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
@@ -88,7 +90,7 @@ def test_every_manifest_and_rule_file_parses():
 
 
 def test_every_command_they_run_exists_in_the_cli_with_those_options():
-    from service.cli import main
+    from workers.cli import main
 
     runs = invocations()
     assert {args[1] for _, args in runs if Path(args[0]).name == "competence-bridge"} >= {
@@ -203,12 +205,12 @@ def exposed_metric_names(monkeypatch) -> set[str]:
 
             return nullcontext(None)
 
-    monkeypatch.setattr(metrics, "queue_stats", lambda s, u, t: [QueueStat("events", f"{PREFIX}.events", 0, 0)])
-    monkeypatch.setattr(metrics, "database_state", lambda conn, timeout_s: DatabaseState(
+    monkeypatch.setattr(state, "queue_stats", lambda s, u, t: [QueueStat("events", f"{PREFIX}.events", 0, 0)])
+    monkeypatch.setattr(state, "database_state", lambda conn, timeout_s: DatabaseState(
         backfills=[{"id": 1, "course_id": 2, "competence_id": 3, "total": 1, "processed": 0,
                     "granted": 0, "already_held": 0, "not_passed": 0, "unmatched": 0,
                     "errors": 0}]))
-    from service import config
+    from service.platform import config
 
     for family in StateCollector(config.load({"DEMO": "1"}), Pool()).collect():
         names |= {s.name for s in family.samples}

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from service import config
-from service.metrics import metrics_port
-from service.observability import JsonFormatter, before_send, mask_email, scrub, scrub_text
+from service.platform import config
+from service.platform.config import metrics_port
+from service.platform.observability import JsonFormatter, before_send, mask_email, scrub, scrub_text
 from tests.unit.ops import sentry_util
 from tests.unit.ops.sentry_util import ANY_EMAIL
 from workers.base import BatchWorker
@@ -98,7 +98,7 @@ def test_gunicorn_logs_every_request_but_accepted_webhooks(monkeypatch):
     from gunicorn.config import Config
     from gunicorn.glogging import Logger
 
-    from service.observability import AccessLogger
+    from service.platform.observability import AccessLogger
 
     logged = []
     monkeypatch.setattr(Logger, "access", lambda self, resp, req, environ, t: logged.append(

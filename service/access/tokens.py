@@ -1,0 +1,66 @@
+"""API tokens: made once, stored as a SHA-256 hash, checked by hash."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from service.platform import db
+
+PERMISSIONS = ("administer_competence_integrations", "administer_competence_settings")
+PREFIX = "cbt_"
+
+
+class NameTaken(ValueError):
+    """An active token has this name already (CONTRACT section 6: refused, not replaced)."""
+
+
+def hash_token(token: str) -> str:
+    """Return the stored form of a token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create(conn: psycopg.Connection, name: str, permissions: list[str], actor: str = "cli") -> str:
+    """Store a new token's hash and return the token itself (shown once, never stored)."""
+    unknown = sorted(set(permissions) - set(PERMISSIONS))
+    if unknown:
+        raise ValueError(f"unknown permission(s): {', '.join(unknown)}")
+    token = PREFIX + secrets.token_urlsafe(32)
+    try:
+        with conn.transaction():  # a savepoint: the caller's transaction survives a refusal
+            row = conn.execute(
+                db.q("insert_token"),
+                {"name": name, "token_hash": hash_token(token), "permissions": sorted(set(permissions))},
+            ).fetchone()
+    except psycopg.errors.UniqueViolation:
+        # api_tokens_active_name_idx: one active token per name, checked by the database so
+        # that two commands at once cannot both take it.
+        raise NameTaken(f"a token named {name!r} exists already; revoke it first "
+                        "(competence-bridge revoke-token --name …) or choose another name") from None
+    conn.execute(
+        db.q("insert_audit"),
+        {"actor": actor, "action": "token.create", "target": f"token:{row['id']}",
+         "before": None, "after": Jsonb({"name": name, "permissions": sorted(set(permissions))})},
+    )
+    return token
+
+
+def revoke(conn: psycopg.Connection, name: str, actor: str = "cli") -> int:
+    """Revoke the active token of that name; return how many were revoked."""
+    rows = conn.execute(db.q("revoke_token"), {"name": name}).fetchall()
+    for row in rows:
+        conn.execute(
+            db.q("insert_audit"),
+            {"actor": actor, "action": "token.revoke", "target": f"token:{row['id']}",
+             "before": Jsonb({"name": name}), "after": None},
+        )
+    return len(rows)
+
+
+def lookup(conn: psycopg.Connection, token: str) -> dict | None:
+    """Return {id, name, permissions} of a valid token, or None."""
+    if not token.startswith(PREFIX) or len(token) > 200:
+        return None
+    return conn.execute(db.q("lookup_token"), {"token_hash": hash_token(token)}).fetchone()

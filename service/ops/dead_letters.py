@@ -1,0 +1,65 @@
+"""Events the workers could not process: what is pending, and putting them back."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+import psycopg
+
+from service.ops.audit import audit
+from service.platform import db
+
+log = logging.getLogger(__name__)
+
+
+REPLAYABLE_KINDS = ("events", "backfill")
+
+
+@dataclass
+class ReplayOutcome:
+    """What a dead-letter replay did; `error` is set when the broker stopped it midway."""
+
+    replayed: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    error: str | None = None
+
+
+def pending_dead_letters(conn: psycopg.Connection) -> dict[str, int]:
+    """Dead letters not replayed yet, by queue name."""
+    return {r["queue"]: r["n"] for r in conn.execute(db.q("admin_dead_letters_pending_by_queue")).fetchall()}
+
+
+def queue_kind(queue_name: str) -> str | None:
+    """Return `events` or `backfill` for a queue name ending so, else None."""
+    kind = queue_name.rsplit(".", 1)[-1]
+    return kind if kind in REPLAYABLE_KINDS else None
+
+
+def replay_dead_letters(conn: psycopg.Connection, ids: list[int] | None,
+                        publish: Callable[[dict, str], None], *, actor: str) -> ReplayOutcome:
+    """Put pending dead letters (all, or the given ids) back on their queue.
+
+    `publish(payload, kind)` must return only once the broker holds the message. When it fails,
+    the letters published so far are still marked (the caller commits) and `error` says why.
+    """
+    out = ReplayOutcome()
+    rows = conn.execute(db.q("admin_dead_letters_take"), {"ids": ids}).fetchall()
+    for row in rows:
+        kind = queue_kind(row["queue"])
+        if kind is None or not isinstance(row["payload"], dict):
+            out.skipped.append(row["id"])
+            continue
+        try:
+            publish(row["payload"], kind)
+        except Exception as exc:  # noqa: BLE001 - reported to the caller, the rest stays pending
+            out.error = f"{exc.__class__.__name__}: {exc}"
+            log.warning("dead-letter replay stopped at %s: %s", row["id"], out.error)
+            break
+        out.replayed.append(row["id"])
+    if out.replayed:
+        conn.execute(db.q("admin_dead_letters_mark_replayed"), {"ids": out.replayed})
+    if out.replayed or out.skipped:
+        audit(conn, actor, "dead_letters.replay", "dead_letters", None,
+              {"replayed": out.replayed, "skipped": out.skipped, "error": out.error})
+    return out

@@ -1,0 +1,174 @@
+"""What ops watch, read at scrape time and by `competence-bridge status`: queues, results,
+grants, unmatched, dead letters and backfills (service/ops/state.sql)."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from prometheus_client.core import GaugeMetricFamily
+
+from service.platform import db, messaging
+from service.platform.messaging import QueueStat
+
+log = logging.getLogger(__name__)
+
+RESULT_STATUSES = ("received", "granted", "failed", "unmatched", "no_link", "course_not_published")
+BACKFILL_STATES = ("pending", "running", "done", "failed")
+GRANT_SOURCES = ("webhook", "backfill", "reconciliation", "employee_update", "manual")
+# CONTRACT section 5: processed = granted + already_held + not_passed + unmatched + errors.
+BACKFILL_COUNTS = ("total", "processed", "granted", "already_held", "not_passed", "unmatched",
+                   "errors")
+# Per-link series only for links whose backfill is not done, at most this many (cardinality).
+BACKFILL_SERIES_LIMIT = 500
+STATE_TIMEOUT_S = 2.0
+
+
+
+# --- reading the state ----------------------------------------------------------------------
+
+
+def queue_stats(settings, database_url: str, timeout_s: float = STATE_TIMEOUT_S) -> list[QueueStat]:
+    """Every queue's depth and consumers (messaging.queue_stats), within the timeout."""
+    return messaging.queue_stats(settings, database_url, timeout_s)
+
+
+@dataclass
+class DatabaseState:
+    results: dict[str, int] = field(default_factory=dict)
+    grants: dict[str, int] = field(default_factory=dict)
+    unmatched_results: int = 0
+    unmatched_emails: int = 0
+    dead_letters_pending: dict[str, int] = field(default_factory=dict)
+    backfill_links: dict[str, int] = field(default_factory=dict)
+    backfills: list[dict] = field(default_factory=list)
+
+
+def database_state(conn, *, timeout_s: float = STATE_TIMEOUT_S,
+                   backfill_limit: int = BACKFILL_SERIES_LIMIT) -> DatabaseState:
+    """Read the counts ops watch, in the caller's transaction, each statement time-limited."""
+    conn.execute(db.q("obs_statement_timeout"), {"timeout": f"{int(timeout_s * 1000)}ms"})
+    state = DatabaseState()
+    state.results = {s: 0 for s in RESULT_STATUSES}
+    for row in conn.execute(db.q("obs_results_by_status")).fetchall():
+        state.results[row["status"]] = row["n"]
+    state.grants = {s: 0 for s in GRANT_SOURCES}
+    for row in conn.execute(db.q("obs_grants_by_source")).fetchall():
+        state.grants[row["source"]] = row["n"]
+    row = conn.execute(db.q("obs_unmatched")).fetchone()
+    state.unmatched_results, state.unmatched_emails = row["results"], row["emails"]
+    state.dead_letters_pending = {
+        r["queue"]: r["n"] for r in conn.execute(db.q("obs_dead_letters_pending")).fetchall()
+    }
+    state.backfill_links = {s: 0 for s in BACKFILL_STATES}
+    for row in conn.execute(db.q("obs_backfill_links_by_state")).fetchall():
+        state.backfill_links[row["state"]] = row["n"]
+    state.backfills = conn.execute(
+        db.q("obs_backfills_unfinished"), {"limit": backfill_limit}
+    ).fetchall()
+    return state
+
+
+# --- the scrape-time collector --------------------------------------------------------------
+
+
+class StateCollector:
+    """Gauges read from RabbitMQ and PostgreSQL when Prometheus scrapes the web process.
+
+    A dependency that cannot be read within the timeout shows as `cb_dependency_up 0` and its
+    gauges are left out of that scrape; the scrape itself still succeeds.
+    """
+
+    def __init__(self, settings, pool, timeout_s: float = STATE_TIMEOUT_S):
+        self.settings = settings
+        self.pool = pool
+        self.timeout_s = timeout_s
+
+    def describe(self):
+        return []  # registering must not query the database
+
+    def collect(self):
+        up = GaugeMetricFamily("cb_dependency_up", "Whether the web process could read the "
+                               "dependency at this scrape (1) or not (0)", labels=["dependency"])
+        started = time.monotonic()
+        try:
+            stats = queue_stats(self.settings, self.pool.conninfo, self.timeout_s)
+        except Exception as exc:  # noqa: BLE001 - any failure means "broker not readable now"
+            log.warning("metrics: broker unreachable (%s)", exc.__class__.__name__)
+            stats = None
+        up.add_metric(["broker"], 0 if stats is None else 1)
+        try:
+            with self.pool.connection(timeout=self.timeout_s) as conn:
+                state = database_state(conn, timeout_s=self.timeout_s)
+        except Exception as exc:  # noqa: BLE001 - any failure means "database not readable now"
+            log.warning("metrics: database unreachable (%s)", exc.__class__.__name__)
+            state = None
+        up.add_metric(["database"], 0 if state is None else 1)
+        yield up
+
+        if stats is not None:
+            depth = GaugeMetricFamily("cb_queue_messages", "Messages ready in the queue",
+                                      labels=["queue"])
+            consumers = GaugeMetricFamily("cb_queue_consumers", "Consumers of the queue",
+                                          labels=["queue"])
+            for s in stats:
+                depth.add_metric([s.name], s.depth)
+                consumers.add_metric([s.name], s.consumers)
+            yield depth
+            yield consumers
+
+        if state is not None:
+            yield from self._database_families(state, messaging.topology(self.settings))
+        duration = GaugeMetricFamily("cb_state_scrape_duration_seconds",
+                                     "Time spent reading the state gauges")
+        duration.add_metric([], time.monotonic() - started)
+        yield duration
+
+    def _database_families(self, state: DatabaseState, topo):
+        results = GaugeMetricFamily("cb_results", "Stored results, by status", labels=["status"])
+        for status, n in sorted(state.results.items()):
+            results.add_metric([status], n)
+        yield results
+
+        grants = GaugeMetricFamily("cb_grants", "Current grants, by source", labels=["source"])
+        for source, n in sorted(state.grants.items()):
+            grants.add_metric([source], n)
+        yield grants
+
+        unmatched = GaugeMetricFamily("cb_unmatched_results",
+                                      "Kept results that match no employee (the unmatched report)")
+        unmatched.add_metric([], state.unmatched_results)
+        yield unmatched
+        emails = GaugeMetricFamily("cb_unmatched_emails", "Distinct emails of the unmatched results")
+        emails.add_metric([], state.unmatched_emails)
+        yield emails
+
+        pending = {topo.queue(kind).name: 0 for kind in ("events", "backfill")}
+        pending.update(state.dead_letters_pending)
+        dead = GaugeMetricFamily("cb_dead_letters_pending",
+                                 "Dead-lettered events not replayed yet", labels=["queue"])
+        for queue, n in sorted(pending.items()):
+            dead.add_metric([queue], n)
+        yield dead
+
+        links = GaugeMetricFamily("cb_backfill_links", "Links, by backfill state", labels=["state"])
+        for st, n in sorted(state.backfill_links.items()):
+            links.add_metric([st], n)
+        yield links
+
+        labels = ["link_id", "course_id", "competence_id"]
+        counts = GaugeMetricFamily(
+            "cb_backfill_results", "Backfill progress of each link not done: results expected "
+            "(total), processed (the sum of the rest), granted (grants created), already_held, "
+            "not_passed, unmatched and errors (records unreadable or refused)",
+            labels=labels + ["count"])
+        ratio = GaugeMetricFamily("cb_backfill_progress_ratio",
+                                  "Processed / total of each link not done (0 until counted)",
+                                  labels=labels)
+        for b in state.backfills:
+            key = [str(b["id"]), str(b["course_id"]), str(b["competence_id"])]
+            for name in BACKFILL_COUNTS:
+                counts.add_metric(key + [name], b[name])
+            ratio.add_metric(key, (b["processed"] / b["total"]) if b["total"] else 0.0)
+        yield counts
+        yield ratio

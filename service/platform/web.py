@@ -1,0 +1,28 @@
+"""What a request needs from its process (settings, pool, publisher), reachable from any view.
+
+The accessor lives here, below every view, so that views never import the app factory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+from psycopg_pool import ConnectionPool
+
+from service.platform import config as config_mod
+from service.platform.messaging import Publisher
+
+MAX_WEBHOOK_BYTES = 64 * 1024
+
+
+@dataclass
+class Services:
+    """What a request needs from the process: settings, the pool and the publisher."""
+
+    settings: config_mod.Settings
+    pool: ConnectionPool
+    publisher: Publisher
+
+
+def services() -> Services:
+    return current_app.extensions["competence_bridge"]
