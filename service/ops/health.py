@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import psycopg
 from flask import Blueprint, Response, current_app, jsonify
@@ -20,6 +19,7 @@ from service.platform import db
 from service.platform.web import services
 from service.platform import migrate as migrations
 from service.platform.observability import scrub_text
+from service.platform import config
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ops", __name__)
@@ -95,7 +95,7 @@ def readyz():
 
 def multiprocess_dir() -> str | None:
     """The directory of prometheus multiprocess mode, when this process runs in it."""
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+    return config.prometheus_multiproc_dir()
 
 
 def _state_registry():

@@ -5,10 +5,11 @@ from flask import request
 from flask_smorest import abort
 from marshmallow import ValidationError, fields
 
-from service.platform.api import (Query, Strict, Text, actor, blueprint, email_shape, errors, paged,
+from service.platform.api import (Query, Strict, Text, actor, blueprint, errors, paged,
                                 paginate, transaction, window)
 from service.people import employees as people_employees
 from service.platform.web import services
+from service.people.email import email_shape_problem, unmatchable_reason
 blp = blueprint(
     "employees",
     "Employees of the competence system, matched to results by email (trimmed, case-insensitive, "
@@ -24,6 +25,17 @@ def _email(**kwargs):
     field = Text(min_length=3, max_length=320, metadata={"format": "email"}, **kwargs)
     field.validators.append(email_shape)
     return field
+
+
+def email_shape(value: str) -> None:
+    """Refuse what cannot be an employee's email: not an address, or one that matches nobody."""
+    problem = email_shape_problem(value)
+    if problem:
+        raise ValidationError(problem)
+    reason = unmatchable_reason(value)
+    if reason:
+        # Rule 2 (docs of service/people/email.py): no result would ever match this employee.
+        raise ValidationError(f"this address can match no result: {reason}")
 
 
 class EmployeeQuery(Query):

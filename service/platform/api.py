@@ -61,19 +61,6 @@ def Bool(**kwargs) -> fields.Boolean:
     return fields.Boolean(truthy={True}, falsy={False}, **kwargs)
 
 
-def email_shape(value: str) -> None:
-    """Refuse what cannot be an employee's email: not an address, or one that matches nobody."""
-    from service.people.email import email_shape_problem, unmatchable_reason
-
-    problem = email_shape_problem(value)
-    if problem:
-        raise ma.ValidationError(problem)
-    reason = unmatchable_reason(value)
-    if reason:
-        # Rule 2 (docs of service/people/email.py): no result would ever match this employee.
-        raise ma.ValidationError(f"this address can match no result: {reason}")
-
-
 class IdConverter(IntegerConverter):
     """URL converter for ids: 1 … 2**63-1, so a path id always fits a bigint."""
 

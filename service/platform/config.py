@@ -186,3 +186,9 @@ def web_server(env: dict | None = None) -> WebServer:
     env = os.environ if env is None else env
     return WebServer(_int(env, "WEB_CONCURRENCY", WEB_WORKERS), _int(env, "WEB_THREADS", WEB_THREADS),
                      (env.get("WEB_HOST") or "").strip() or "0.0.0.0")
+
+
+def prometheus_multiproc_dir(env: dict | None = None) -> str | None:
+    """PROMETHEUS_MULTIPROC_DIR: where gunicorn's workers share their counters (gunicorn_conf)."""
+    env = os.environ if env is None else env
+    return (env.get("PROMETHEUS_MULTIPROC_DIR") or "").strip() or None

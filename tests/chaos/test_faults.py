@@ -146,15 +146,14 @@ def sh(*args: str) -> None:
 # --- the scenarios ------------------------------------------------------------------------
 
 
-def test_worker_sigkilled_ten_times_during_20000_events(settings, stack, database_url):
-    reset(database_url)
-    s = stack(WEB_CONCURRENCY=2, BATCH_SIZE=200)
-    sim = make_sim(s.url, seed=11)
+def kill_worker_ten_times(name: str, s, database_url: str, seed_no: int, **notes) -> dict:
+    """20,000 events at 400/s while the worker is SIGKILLed and started again ten times."""
+    sim = make_sim(s.url, seed=seed_no)
     s.env["INFOCAPTION_BASE_URL"] = sim.url
     links = seed(database_url, sim)
     s.start("web")
     s.start("worker", "--queue", "events")
-    rng = random.Random(11)
+    rng = random.Random(seed_no)
     kills = []
     next_kill = [rng.uniform(1.0, 3.0)]
 
@@ -170,11 +169,17 @@ def test_worker_sigkilled_ten_times_during_20000_events(settings, stack, databas
         while len(kills) < 10:  # the stream ended early: the rest while the worker catches up
             during(next_kill[0])
             time.sleep(0.5)
-        settle_and_count("worker SIGKILL ×10 during 20,000 events", sim, s, database_url, links,
-                         kills=len(kills))
+        figures = settle_and_count(name, sim, s, database_url, links, kills=len(kills), **notes)
     finally:
         sim.stop()
     assert len(kills) == 10
+    return figures
+
+
+def test_worker_sigkilled_ten_times_during_20000_events(settings, stack, database_url):
+    reset(database_url)
+    kill_worker_ten_times("worker SIGKILL ×10 during 20,000 events",
+                          stack(WEB_CONCURRENCY=2, BATCH_SIZE=200), database_url, 11)
 
 
 def _rabbitmq(action: str) -> None:

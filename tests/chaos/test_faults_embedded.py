@@ -4,11 +4,11 @@ them in production. Rule 9 holds as on RabbitMQ, and nothing applied stays on, o
 to, the queue: its depth is 0 after the drain and after a restart of everything."""
 from __future__ import annotations
 
-import random
 import time
 
 from tests.chaos.conftest import count, record
-from tests.chaos.test_faults import generated, make_sim, run_traffic, seed, settle_and_count
+from tests.chaos.test_faults import (generated, kill_worker_ten_times, make_sim, run_traffic, seed,
+                                    settle_and_count)
 
 DEPTH = "SELECT count(*) FROM queue_messages"
 
@@ -20,34 +20,10 @@ def _start(s) -> None:
 
 def test_embedded_worker_sigkilled_ten_times_during_20000_events(embedded):
     make, url = embedded
-    s = make(WEB_CONCURRENCY=2, BATCH_SIZE=200)
-    sim = make_sim(s.url, seed=21)
-    s.env["INFOCAPTION_BASE_URL"] = sim.url
-    links = seed(url, sim)
-    _start(s)
-    rng = random.Random(21)
-    kills = []
-    next_kill = [rng.uniform(1.0, 3.0)]
-
-    def during(elapsed):
-        if len(kills) < 10 and elapsed >= next_kill[0]:
-            s.kill("worker")
-            kills.append(round(elapsed, 1))
-            s.start("worker", "--queue", "events")
-            next_kill[0] = elapsed + rng.uniform(1.5, 4.0)
-
-    try:
-        run_traffic(sim, 20_000, rate=400, during=during)
-        while len(kills) < 10:
-            during(next_kill[0])
-            time.sleep(0.5)
-        name = "embedded: worker SIGKILL ×10 during 20,000 events"
-        figures = settle_and_count(name, sim, s, url, links, kills=len(kills))
-        depth = count(url, DEPTH)
-        record(name, **dict(figures, notes=f"kills {len(kills)}; queue depth after the drain {depth}"))
-    finally:
-        sim.stop()
-    assert len(kills) == 10
+    name = "embedded: worker SIGKILL ×10 during 20,000 events"
+    figures = kill_worker_ten_times(name, make(WEB_CONCURRENCY=2, BATCH_SIZE=200), url, 21)
+    depth = count(url, DEPTH)
+    record(name, **dict(figures, notes=f"{figures['notes']}; queue depth after the drain {depth}"))
     assert depth == 0, figures
 
 
