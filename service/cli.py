@@ -14,7 +14,7 @@ WEB_THREADS = 8
 
 
 class Refused(click.ClickException):
-    """A request the contract refuses: one line on standard error, exit status 2."""
+    """A request the rules refuse: one line on standard error, exit status 2 (docs/processes.md)."""
 
     exit_code = 2
 

@@ -49,7 +49,7 @@ INFOCAPTION_BAD_RECORDS = Counter(
 RESULT_STATUSES = ("received", "granted", "failed", "unmatched", "no_link", "course_not_published")
 BACKFILL_STATES = ("pending", "running", "done", "failed")
 GRANT_SOURCES = ("webhook", "backfill", "reconciliation", "employee_update", "manual")
-# CONTRACT section 5: processed = granted + already_held + not_passed + unmatched + errors.
+# docs/admin-api.md, "Links": processed = granted + already_held + not_passed + unmatched + errors.
 BACKFILL_COUNTS = ("total", "processed", "granted", "already_held", "not_passed", "unmatched",
                    "errors")
 # Per-link series only for links whose backfill is not done, at most this many (cardinality).

@@ -1,4 +1,4 @@
-"""The admin and ops JSON API (CONTRACT section 5), built with flask-smorest."""
+"""The admin and ops JSON API (docs/admin-api.md), built with flask-smorest."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,7 +45,7 @@ def response_headers(response):
 
 
 class AdminApi(Api):
-    """flask-smorest's Api with the contract's error shape for every error answer."""
+    """flask-smorest's Api with one error shape for every error answer (docs/admin-api.md)."""
 
     ERROR_SCHEMA = ErrorSchema
 

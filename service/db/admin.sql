@@ -1,4 +1,4 @@
--- The admin API (CONTRACT section 5): catalog, links, competence tree, employees, grants,
+-- The admin API (docs/admin-api.md): catalog, links, competence tree, employees, grants,
 -- the unmatched report, the audit log and dead letters. Optional filters are NULL when unset.
 -- Every list has a `_count` block (for X-Pagination) and a `_page` block (LIMIT/OFFSET).
 
@@ -128,7 +128,7 @@ RETURNING id, parent_id, name, kind, default_valid_days, renew_on_completion, cr
 SELECT id FROM competences WHERE parent_id = %(id)s ORDER BY id LIMIT %(limit)s;
 
 -- name: admin_competence_delete_grants
--- Delete every grant of a competence (CONTRACT rule 5) and count them.
+-- Delete every grant of a competence (docs/rules.md, rule 5) and count them.
 WITH deleted AS (
     DELETE FROM grants WHERE competence_id = %(id)s RETURNING id
 )
@@ -211,7 +211,7 @@ RETURNING id, employee_id, competence_id, valid_from, valid_to, source, course_i
           webhook_id, link_id, created_at, updated_at;
 
 -- name: admin_grant_revocation_insert
--- Remember a revocation so that the same result never grants it again (CONTRACT rule 5).
+-- Remember a revocation so that the same result never grants it again (docs/rules.md, rule 5).
 INSERT INTO grant_revocations (grant_id, employee_id, competence_id, result_id, valid_from,
                                valid_to, reason, revoked_by)
 VALUES (%(grant_id)s, %(employee_id)s, %(competence_id)s, %(result_id)s, %(valid_from)s,

@@ -1,5 +1,5 @@
--- Email keys made before CONTRACT rule 2 was exact (they were case-folded: `straße` was keyed
--- `strasse`) are made again once, by `competence-bridge migrate` (service/db/migrate.py).
+-- Email keys made before rule 2 (docs/rules.md) was exact (they were case-folded: `straße`
+-- was keyed `strasse`) are made again once, by `competence-bridge migrate` (service/db/migrate.py).
 -- Only addresses that are not plain ASCII can have changed.
 
 -- name: rekey_take_mark

@@ -1,1 +1,1 @@
-"""The rules of CONTRACT.md section 2, free of Flask and kombu."""
+"""The rules of docs/rules.md, free of Flask and kombu."""

@@ -1,7 +1,7 @@
 """What the admin API does: links, the competence tree, employees, grants, reports, audit.
 
 Every function takes an open connection and leaves the transaction to its caller; every change
-writes its audit row in that same transaction (CONTRACT rule 8). Refusals are raised as
+writes its audit row in that same transaction (docs/rules.md, rule 8). Refusals are raised as
 `NotFound`, `Conflict` or `Invalid`, which the HTTP edge maps to 404, 409 and 422.
 """
 from __future__ import annotations
