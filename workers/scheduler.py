@@ -61,10 +61,8 @@ class Scheduler:
     def default_jobs(self) -> list[Job]:
         jobs = [Job("outbox", 1.0, lambda: relay_outbox(self.pool, self.publisher))]
         jobs.append(Job("prune_rejected_webhooks", housekeeping.PRUNE_INTERVAL_S, lambda: housekeeping.prune_rejected_webhooks(self.pool, self.settings.rejected_retention_days)))
-        try:
-            from workers.reconcile import periodic_jobs  # added by the backfill issue
-        except ImportError:
-            return jobs
+        from workers.reconcile import periodic_jobs
+
         return jobs + periodic_jobs(self.settings, self.pool, self.publisher)
 
     def stop(self, *_args) -> None:
