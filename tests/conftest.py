@@ -160,7 +160,7 @@ def sign(body: bytes | str, *, secret: str = SECRET, msg_id: str | None = None,
 def completed_event(result_id: str, email: str, course_id: int = 4711, *, passed: bool = True,
                     completed_at: str = "2026-11-29T12:00:00+01:00", course_name: str = "HLR vuxen",
                     guide_type: int = 14, timestamp: str | None = None) -> dict:
-    """A course.completed body as CONTRACT section 3 shows it."""
+    """A course.completed body as docs/webhooks.md shows it."""
     return {
         "type": "course.completed",
         "timestamp": timestamp or datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),

@@ -1,7 +1,7 @@
-"""An independent reference model of the CONTRACT rules, and a random event stream.
+"""An independent reference model of the rules (docs/rules.md), and a random event stream.
 
 The model knows nothing of the service's SQL: it keeps results, employees, links and grants
-in dictionaries and applies CONTRACT section 2 in plain Python. The model check feeds the
+in dictionaries and applies docs/rules.md in plain Python. The model check feeds the
 same stream to the service and to the model and compares the grants.
 
 Semantics shared with the service (documented in docs/RELIABILITY.md):

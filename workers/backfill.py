@@ -26,7 +26,7 @@ Phases (`backfill_checkpoint.phase`):
           granted for another link only, or unmatched whose employee exists by now);
   done    finished: the counters are recomputed from the course's stored results.
 
-Counters (on the link, CONTRACT section 5), each result of the course counted once:
+Counters (on the link, docs/admin-api.md, "Links"), each result of the course counted once:
   granted       passed results that granted the link's competence in this run (a grant
                 created, or renewed: the result is the grant's evidence now);
   already_held  passed, matched results that earn the competence but created nothing: the
@@ -83,7 +83,7 @@ from workers.base import BACKOFF_CAP_S, BACKOFF_FIRST_S, BatchWorker, is_transie
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
-# The link's counters (CONTRACT section 5); `processed` is their sum.
+# The link's counters (docs/admin-api.md, "Links"); `processed` is their sum.
 COUNTERS = ("granted", "already_held", "not_passed", "unmatched", "errors")
 MAX_PASSES = 3
 LOCK_NAMESPACE = 7_413_005  # advisory lock (namespace, link id): one runner per link
@@ -103,7 +103,7 @@ class PageReader:
     raises what fetching it raised (CourseGone, InfoCaptionError, Stopping from the pause
     callback, ...), in the caller's thread, at the point where the caller asks for that page:
     after the previous page committed, exactly where a fetch in line would have raised it. At
-    most one request is in flight, as before. A page read ahead but not committed is not kept
+    most one request is in flight. A page read ahead but not committed is not kept
     anywhere: a run that stops reads it again from the checkpoint.
     """
 
@@ -282,7 +282,7 @@ class Backfill:
         Two pages are in flight at once, on two connections (a transaction each, committed by
         a thread each): PostgreSQL stores one page while the next is sent and stored. Page n+1
         moves the checkpoint only after page n ended (`_turn_key`), so the checkpoint still
-        names the next page to commit and a stopped run resumes exactly as before. Pages that
+        names the next page to commit and a stopped run resumes from it. Pages that
         share employees can wait for each other's grants: PostgreSQL then aborts one (deadlock
         detected), and the run goes on from the checkpoint one page at a time.
         """
@@ -555,7 +555,7 @@ class BackfillWorker(BatchWorker):
 
 
 def count_outcomes(out: Outcome, competence_id: int, *, errors: int) -> dict:
-    """One link's counters (CONTRACT section 5) for what storing some results did.
+    """One link's counters (docs/admin-api.md, "Links") for what storing some results did.
 
     A result counts as `granted` when it granted this link's competence; as `already_held` when
     it earns it but created nothing; a result completed while the course was not published

@@ -1,4 +1,4 @@
-"""Periodic jobs of the scheduler: catalog refresh and reconciliation (CONTRACT rules 6 and 7).
+"""Periodic jobs of the scheduler: catalog refresh, reconciliation (docs/rules.md, rules 6 and 7).
 
 Catalog refresh: the published courses (guide types 14 and 18) are upserted; a known course
 the catalog no longer lists becomes `unpublished`, or `deleted` when its results endpoint

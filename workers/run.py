@@ -7,6 +7,7 @@ import threading
 from service.platform import db
 from service.platform.config import Settings
 from service.platform.observability import init_sentry
+from workers.backfill import BackfillWorker
 from workers.results import ResultWorker
 
 log = logging.getLogger(__name__)
@@ -20,11 +21,7 @@ def run_workers(settings: Settings, database_url: str, queue: str = "all") -> No
     workers = []
     if queue in ("events", "all"):
         workers.append(ResultWorker(settings, pool))
-    try:
-        from workers.backfill import BackfillWorker  # added by the backfill issue
-    except ImportError:
-        BackfillWorker = None
-    if queue in ("backfill", "all") and BackfillWorker is not None:
+    if queue in ("backfill", "all"):
         workers.append(BackfillWorker(settings, pool))
     if not workers:
         raise SystemExit(f"no consumer for queue {queue!r}")

@@ -1,4 +1,4 @@
-"""Bearer tokens and permissions of the admin API (CONTRACT section 5, rule 8).
+"""Bearer tokens and permissions of the admin API (docs/admin-api.md; docs/rules.md, rule 8).
 
 The permission every /api/v1 route needs is declared here, in one table keyed by blueprint;
 `init_api` refuses to start when a route's blueprint is missing from it, and a test walks the

@@ -14,7 +14,7 @@ PREFIX = "cbt_"
 
 
 class NameTaken(ValueError):
-    """An active token has this name already (CONTRACT section 6: refused, not replaced)."""
+    """An active token has this name already (refused, not replaced: docs/processes.md)."""
 
 
 def hash_token(token: str) -> str:

@@ -126,7 +126,7 @@ RETURNING id, parent_id, name, kind, default_valid_days, renew_on_completion, cr
 SELECT id FROM competences WHERE parent_id = %(id)s ORDER BY id LIMIT %(limit)s;
 
 -- name: admin_competence_delete_grants
--- Delete every grant of a competence (CONTRACT rule 5) and count them.
+-- Delete every grant of a competence (docs/rules.md, rule 5) and count them.
 WITH deleted AS (
     DELETE FROM grants WHERE competence_id = %(id)s RETURNING id
 )

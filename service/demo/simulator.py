@@ -1,9 +1,9 @@
 """A local InfoCaption for demos, tests and benchmarks (`competence-bridge simulate`).
 
-It serves CONTRACT section 4 (OAuth2 client credentials, the course catalog, course results
+It serves docs/infocaption-api.md (OAuth2 client credentials, the course catalog, course results
 with paging and `changedSince`) from a data set it generates from a seed or loads from JSON,
-and sends signed section 3 webhooks to the service, retrying like a Standard Webhooks sender
-(same `webhook-id`, re-signed on each attempt, growing delays, `Retry-After` honoured).
+and sends signed webhooks (docs/webhooks.md) to the service, retrying like a Standard Webhooks
+sender (same `webhook-id`, re-signed on each attempt, growing delays, `Retry-After` honoured).
 
 For tests it can lose chosen webhooks, answer 429/500 or stall on its API, delete, unpublish
 and publish courses, expire tokens and add results at runtime. Use it from Python
@@ -693,7 +693,7 @@ class Simulator:
 
 
 class SimulatorApp:
-    """The WSGI app: CONTRACT section 4 under `/oauth2` and `/API`, control under `/_sim`.
+    """The WSGI app: docs/infocaption-api.md under `/oauth2` and `/API`, control under `/_sim`.
 
     Control API (no auth; 127.0.0.1 only):
       GET  /_sim/stats                         requests served by status, webhooks sent

@@ -23,7 +23,7 @@ RETURNING id, employee_id, competence_id, valid_from, valid_to, source, course_i
           webhook_id, link_id, created_at, updated_at;
 
 -- name: admin_grant_revocation_insert
--- Remember a revocation so that the same result never grants it again (CONTRACT rule 5).
+-- Remember a revocation so that the same result never grants it again (docs/rules.md, rule 5).
 INSERT INTO grant_revocations (grant_id, employee_id, competence_id, result_id, valid_from,
                                valid_to, reason, revoked_by)
 VALUES (%(grant_id)s, %(employee_id)s, %(competence_id)s, %(result_id)s, %(valid_from)s,

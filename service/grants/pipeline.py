@@ -1,4 +1,4 @@
-"""The result pipeline: record results and grant linked competences (CONTRACT rules 1-3, 5, 6).
+"""The result pipeline: record results, grant linked competences (docs/rules.md, rules 1-3, 5, 6).
 
 Every function takes an open connection; the caller owns the transaction. Statements are
 set-based: a batch of any size costs the same handful of round trips.

@@ -90,7 +90,7 @@ UNION ALL
 SELECT NULL, NULL, NULL, result_id, competence_id, inserted FROM granted;
 
 -- name: evaluate_results
--- Apply CONTRACT rules 1, 2, 3, 5 and 6 to the given stored results in one statement:
+-- Apply rules 1, 2, 3, 5 and 6 (docs/rules.md) to the given stored results in one statement:
 -- classify each result again, then grant every linked competence to the matched employee
 -- (grant_classified). Returns one row per given result (id, status as decided now, outcome as
 -- in upsert_results; the rest NULL) and one per grant created or renewed (id NULL; result_id,

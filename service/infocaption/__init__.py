@@ -1,1 +1,1 @@
-"""InfoCaption: the API client (CONTRACT section 4), the local simulator and their commands."""
+"""InfoCaption: the API client (docs/infocaption-api.md), the local simulator and their commands."""

@@ -1,4 +1,4 @@
-"""The InfoCaption API client: every detail of CONTRACT section 4 lives in this module.
+"""The InfoCaption API client: every detail of docs/infocaption-api.md lives in this module.
 
 The results endpoint is not publicly documented by InfoCaption, so its paths, parameters,
 field names and error codes are kept here and nowhere else; the rest of the service sees
@@ -20,7 +20,7 @@ field names and error codes are kept here and nowhere else; the rest of the serv
   served with the reason, for the caller to count in `errors` and keep for ops. Unreadable: a
   missing or mistyped field, text that is not valid Unicode (a lone surrogate) or holds NUL,
   a time without an offset, or one before 2000-01-01 or more than a day in the future (the
-  bounds of the webhook edge, CONTRACT section 3).
+  bounds of the webhook edge, docs/webhooks.md).
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ TOKEN_PATH = "/oauth2/token"
 GUIDES_PATH = "/API/public/guides"
 RESULTS_PATH = "/API/courses/{course_id}/results"
 MAX_TEXT = 1000
-# A time outside these bounds is not a real one (CONTRACT section 3 bounds completedAt alike).
+# A time outside these bounds is not a real one (docs/webhooks.md bounds completedAt alike).
 EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
 FUTURE_SLACK = timedelta(days=1)
 

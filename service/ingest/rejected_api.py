@@ -1,4 +1,4 @@
-"""Rejected webhooks, kept for ops: why each was refused and what was sent (CONTRACT section 3)."""
+"""Rejected webhooks, kept for ops: why each was refused and what was sent (docs/webhooks.md)."""
 from __future__ import annotations
 
 from marshmallow import fields, validate

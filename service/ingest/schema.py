@@ -1,4 +1,4 @@
-"""marshmallow schema of the InfoCaption webhook body (CONTRACT section 3)."""
+"""marshmallow schema of the InfoCaption webhook body (docs/webhooks.md)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -11,7 +11,7 @@ RESULT_TYPES = frozenset({"course.completed"})
 COURSE_TYPES = frozenset({"course.published", "course.unpublished", "course.deleted"})
 KNOWN_TYPES = RESULT_TYPES | COURSE_TYPES
 
-# CONTRACT section 3: completions before this, or more than a day ahead of our clock, are refused.
+# docs/webhooks.md: completions before this, or more than a day ahead of our clock, are refused.
 EARLIEST_COMPLETION = datetime(2000, 1, 1, tzinfo=timezone.utc)
 COMPLETION_AHEAD = timedelta(days=1)
 NOT_UNICODE = "must be valid Unicode text (no lone surrogates)"

@@ -1,4 +1,4 @@
-"""POST /webhooks/infocaption: verify, validate, queue durably, answer (CONTRACT section 3)."""
+"""POST /webhooks/infocaption: verify, validate, queue durably, answer (docs/webhooks.md)."""
 from __future__ import annotations
 
 import json
@@ -28,7 +28,7 @@ SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 # What jsonify(status="accepted") answers, serialised once: the hot path answers it per request.
 _ACCEPTED_BODY = b'{"status":"accepted"}\n'
 RETRY_AFTER_S = 5
-MAX_WEBHOOK_ID = 200  # CONTRACT section 3
+MAX_WEBHOOK_ID = 200  # docs/webhooks.md
 # Rejections before the signature is checked (401, 413) come from anyone: all are counted
 # (cb_webhooks_total), but only this many a minute per web process are kept for ops, so that
 # a flood of unsigned requests neither fills rejected_webhooks nor takes the pool's connections.
@@ -195,7 +195,7 @@ def _answer(description: str, *, retry_after: bool = False) -> dict:
 
 
 def document(spec, app) -> None:
-    """Describe POST /webhooks/infocaption in the OpenAPI document (CONTRACT section 3)."""
+    """Describe POST /webhooks/infocaption in the OpenAPI document (docs/webhooks.md)."""
     rule = next(r for r in app.url_map.iter_rules() if r.endpoint == f"{bp.name}.receive")
     header = lambda name, description: {  # noqa: E731
         "in": "header", "name": name, "required": True, "description": description,

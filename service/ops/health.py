@@ -1,4 +1,4 @@
-"""GET /healthz, /readyz and /metrics (CONTRACT section 5): what the platform and Prometheus ask.
+"""GET /healthz, /readyz and /metrics (docs/admin-api.md): what the platform and Prometheus ask.
 
 - `/healthz`: the process answers (liveness); it checks nothing else, so a database outage
   never makes an orchestrator restart healthy web processes.

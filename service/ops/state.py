@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 RESULT_STATUSES = ("received", "granted", "failed", "unmatched", "no_link", "course_not_published")
 BACKFILL_STATES = ("pending", "running", "done", "failed")
 GRANT_SOURCES = ("webhook", "backfill", "reconciliation", "employee_update", "manual")
-# CONTRACT section 5: processed = granted + already_held + not_passed + unmatched + errors.
+# docs/admin-api.md, "Links": processed = granted + already_held + not_passed + unmatched + errors.
 BACKFILL_COUNTS = ("total", "processed", "granted", "already_held", "not_passed", "unmatched",
                    "errors")
 # Per-link series only for links whose backfill is not done, at most this many (cardinality).

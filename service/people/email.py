@@ -9,7 +9,7 @@ import regex
 
 
 
-# CONTRACT rule 2. The comparison key of an address is: white space trimmed, NFC, then the simple
+# docs/rules.md, rule 2. An address's key is: white space trimmed, NFC, then the simple
 # lower-case mapping (one code point to one code point). An address that could pass for another
 # one matches nobody: its key starts with UNMATCHABLE, which holds a space, a character no
 # matchable key holds, so it never equals an employee's key (and employees are refused one).
@@ -46,7 +46,7 @@ def _refused(char: str) -> str | None:
 
 
 def unmatchable_reason(email: str) -> str | None:
-    """Say why an address matches nobody under CONTRACT rule 2, or None when it can match."""
+    """Say why an address matches nobody under rule 2 (docs/rules.md), or None when it can match."""
     trimmed = email.strip()
     for char in trimmed:
         if _nfc_to_ascii(char):
@@ -67,7 +67,7 @@ def _escape(char: str) -> str:
 
 
 def normalize_email(email: str) -> str:
-    """Return the key emails are compared by (CONTRACT rule 2); see UNMATCHABLE."""
+    """Return the key emails are compared by (docs/rules.md, rule 2); see UNMATCHABLE."""
     trimmed = email.strip()
     if _PLAIN_ASCII.fullmatch(trimmed):  # most addresses: NFC changes nothing, lower() is simple
         return trimmed.lower()

@@ -1,4 +1,4 @@
--- Email keys made before CONTRACT rule 2 was exact (they were case-folded: `straße` was keyed
+-- Email keys made before rule 2 (docs/rules.md) was exact (they were case-folded: `straße` was keyed
 -- `strasse`) are made again once, by `competence-bridge migrate` (service/platform/migrate.py).
 -- Only addresses that are not plain ASCII can have changed.
 

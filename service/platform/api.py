@@ -264,7 +264,7 @@ def response_headers(response):
 
 
 class AdminApi(Api):
-    """flask-smorest's Api with the contract's error shape for every error answer."""
+    """flask-smorest's Api with one error shape for every error answer (docs/admin-api.md)."""
 
     ERROR_SCHEMA = ErrorSchema
 

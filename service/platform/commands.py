@@ -7,7 +7,7 @@ from service.platform import config as config_mod
 
 
 class Refused(click.ClickException):
-    """A request the service refuses: one line on standard error, exit status 2."""
+    """A request the rules refuse: one line on standard error, exit status 2 (docs/processes.md)."""
 
     exit_code = 2
 

@@ -1,4 +1,4 @@
-"""Settings from environment variables, read in one place (CONTRACT section 6)."""
+"""Settings from environment variables, read in one place (docs/processes.md)."""
 from __future__ import annotations
 
 import base64

@@ -1,5 +1,5 @@
 -- The embedded queue (no BROKER_URL): messages are rows of queue_messages (migration 0003).
--- docs/RELIABILITY.md, "The embedded queue", says why this keeps CONTRACT rule 9.
+-- docs/RELIABILITY.md, "The embedded queue", says why this keeps rule 9 (docs/rules.md).
 
 -- name: inbox_put
 -- Enqueue one message; its consumers are woken when the transaction commits (NOTIFY is sent

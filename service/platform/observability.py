@@ -113,9 +113,6 @@ class JsonFormatter(logging.Formatter):
         return line
 
 
-_JsonFormatter = JsonFormatter  # the name the first tests used
-
-
 def _access_fields(atoms: dict) -> dict:
     """The parts of a gunicorn access record worth a field of their own (no client address)."""
     fields = {

@@ -1,5 +1,5 @@
 """Faults with a steady stream of signed webhooks from the simulator, then a final count of
-results and grants against what the simulator sent (CONTRACT rule 9)."""
+results and grants against what the simulator sent (docs/rules.md, rule 9)."""
 from __future__ import annotations
 
 import os
@@ -249,7 +249,7 @@ def _order_events(seed: int) -> list[dict]:
     """Results (some failing first and passing later) around an unpublish/publish of course A.
 
     Each employee has at most one passing result per course, so that the only order questions
-    are the ones CONTRACT rules 1, 2, 6 and 9 answer (see docs/RELIABILITY.md).
+    are the ones rules 1, 2, 6 and 9 of docs/rules.md answer (see docs/RELIABILITY.md).
     """
     rng = random.Random(seed)
     course_a = {"id": 7001, "name": "HLR vuxen", "guideType": 14}

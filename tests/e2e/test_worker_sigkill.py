@@ -1,5 +1,5 @@
 """The worker process is SIGKILLed in the middle of 5,000 events and started again:
-every event ends processed exactly once in effect (CONTRACT rule 9), on RabbitMQ and on the
+every event ends processed exactly once in effect (docs/rules.md, rule 9), on RabbitMQ and on the
 embedded queue; nothing applied is left on (or comes back to) the queue."""
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ def test_old_keys_are_made_again_once_and_an_impostor_no_longer_matches(conn):
     conn.execute("INSERT INTO results (id, course_id, email, email_normalized, passed, completed_at, source)"
                  " VALUES ('r-1', 4711, 'STRASSE@kommun.se', 'strasse@kommun.se', true, now(), 'webhook'),"
                  "        ('r-2', 4711, 'ſven@kommun.se', 'sven@kommun.se', true, now(), 'webhook')")
-    conn.execute("DELETE FROM job_cursors")  # as before this rule
+    conn.execute("DELETE FROM job_cursors")  # no rekey mark: the keys predate the current rule
 
     migrate(conn)
     rekey_emails(conn)  # as `competence-bridge migrate` does after the migrations

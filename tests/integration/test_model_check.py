@@ -1,5 +1,5 @@
 """Model check: a random stream of events through the service and through an independent
-reference model of the CONTRACT rules (tests/model.py) gives identical grants."""
+reference model of the rules (tests/model.py) gives identical grants."""
 from __future__ import annotations
 
 import os

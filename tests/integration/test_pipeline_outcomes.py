@@ -44,7 +44,7 @@ def test_an_event_for_an_employee_who_holds_the_competence_is_already_held_and_g
     assert out.statuses == {"r-held": "already_held"}
     assert (out.grants_created, out.grants_renewed) == (0, 0)
     assert grants(conn) == before
-    # the stored status is the classification, as before (the unmatched report and tests read it)
+    # the stored status stays the classification (the unmatched report reads it)
     assert conn.execute("SELECT status FROM results WHERE id = 'r-held'").fetchone()["status"] == "granted"
 
 

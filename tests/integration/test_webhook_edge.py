@@ -1,4 +1,4 @@
-"""The edge refuses what would stall a queue or crash a worker (CONTRACT section 3's table).
+"""The edge refuses what would stall a queue or crash a worker (docs/webhooks.md, "Answers").
 
 Each input is a signed webhook answered 400 (or 413) and kept for ops in a storable form; a
 normal webhook sent after it must still become a grant, i.e. nothing got stuck behind it.

@@ -1,4 +1,4 @@
-"""POST /webhooks/infocaption answers exactly as CONTRACT section 3's table says."""
+"""POST /webhooks/infocaption answers exactly as docs/webhooks.md, "Answers", says."""
 from __future__ import annotations
 
 import dataclasses

@@ -9,7 +9,7 @@ import pytest
 
 from service.platform import config
 from service.platform.messaging import DELIVERY_LIMIT, Topology
-from service.platform.observability import _JsonFormatter, before_send, mask_email, scrub
+from service.platform.observability import JsonFormatter, before_send, mask_email, scrub
 
 
 KEY = "whsec_" + base64.b64encode(b"a secret of twenty-four!").decode()  # 24 bytes
@@ -102,7 +102,7 @@ def test_scrub_masks_nested_emails_tokens_and_secrets():
 def test_log_lines_are_json_with_masked_emails():
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "matched %s", ("anna@kommun.se",), None)
     record.webhook_id = "msg-1"
-    line = json.loads(_JsonFormatter().format(record))
+    line = json.loads(JsonFormatter().format(record))
     assert line["msg"] == "matched a***@kommun.se" and line["webhook_id"] == "msg-1"
 
 

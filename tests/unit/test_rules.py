@@ -24,7 +24,7 @@ def test_emails_compare_trimmed_case_insensitive_and_nfc():
 
 KELVIN = "\N{KELVIN SIGN}"
 
-# CONTRACT rule 2, example by example: (an address, one that must not match it). Each of the
+# docs/rules.md, rule 2, example by example: (an address, one that must not match it). Each of the
 # first is a different address, or one that could pass for another, and matches nobody.
 NOT_THE_SAME = [
     ("strasse@kommun.se", "straße@kommun.se"),       # no full case folding: ß is not ss
@@ -109,7 +109,7 @@ def test_only_kurs_and_fysisk_kurs_are_courses(guide_type, expected):
 @pytest.mark.parametrize(
     "completed, expected",
     [
-        ("2026-11-29T23:30:00+00:00", date(2026, 11, 30)),  # the CONTRACT's example
+        ("2026-11-29T23:30:00+00:00", date(2026, 11, 30)),  # docs/rules.md, "Validity"
         ("2026-11-29T22:59:59+00:00", date(2026, 11, 29)),
         ("2026-11-29T12:00:00+01:00", date(2026, 11, 29)),
         ("2026-07-14T22:30:00+00:00", date(2026, 7, 15)),  # summer time: UTC+2

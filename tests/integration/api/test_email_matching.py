@@ -1,5 +1,6 @@
-"""CONTRACT rule 2 on the webhook path and the unmatched hand-over: an address that only looks
-like an employee's never earns that employee's grants, on real RabbitMQ and PostgreSQL."""
+"""Rule 2 on the webhook path and the unmatched hand-over (docs/rules.md): an address that
+only looks like an employee's never earns that employee's grants, on real RabbitMQ and
+PostgreSQL."""
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 KELVIN = "\N{KELVIN SIGN}"
 
-# Each impostor address beside the employee it must not match (CONTRACT rule 2's examples).
+# Each impostor address beside the employee it must not match (docs/rules.md, rule 2's examples).
 IMPOSTORS = {
     "r-strasse": ("strasse@kommun.se", "straße@kommun.se"),
     "r-long-s": ("ſven@kommun.se", "sven@kommun.se"),

@@ -1,4 +1,4 @@
-"""Every error answer has the contract's shape: {"code", "message", "errors"}."""
+"""Every error answer has one shape (docs/admin-api.md): {"code", "message", "errors"}."""
 from __future__ import annotations
 
 import json

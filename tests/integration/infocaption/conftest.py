@@ -139,7 +139,7 @@ COUNTERS = ("granted", "already_held", "not_passed", "unmatched", "errors")
 
 def expected_counters(data: DataSet, course_id: int, staff: dict[str, int], *, errors: int = 0,
                       held: int = 0) -> dict[str, int]:
-    """The counters a backfill of a link of a fresh competence must end with (CONTRACT section 5).
+    """The counters a backfill of a link of a fresh competence must end with (docs/admin-api.md).
 
     granted: one result per employee who passed (the first pass), less the `held` employees
     who held the competence before; every other passed and matched result is already_held."""
@@ -150,7 +150,7 @@ def expected_counters(data: DataSet, course_id: int, staff: dict[str, int], *, e
 
 
 def counters(row: dict) -> dict[str, int]:
-    """A link row's counters by their CONTRACT names."""
+    """A link row's counters by their names in docs/admin-api.md."""
     return {k: row[f"backfill_{k}"] for k in COUNTERS}
 
 

@@ -1,4 +1,4 @@
-"""Backfill on link creation (CONTRACT rule 4) against the simulator over real HTTP, on real
+"""Backfill on link creation (docs/rules.md, rule 4) against the simulator over real HTTP, on real
 PostgreSQL and RabbitMQ."""
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""CONTRACT rule 2 on the backfill path: records read from the InfoCaption API (the simulator over
-real HTTP) whose address only looks like an employee's stay unmatched; the same address in
-another case or form is granted. Real PostgreSQL."""
+"""Rule 2 on the backfill path (docs/rules.md): records read from the InfoCaption API (the
+simulator over real HTTP) whose address only looks like an employee's stay unmatched; the same
+address in another case or form is granted. Real PostgreSQL."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone

@@ -1,4 +1,4 @@
-"""Reconciliation, catalog refresh and the course life cycle (CONTRACT rules 6 and 7), with
+"""Reconciliation, catalog refresh and the course life cycle (docs/rules.md, rules 6 and 7), with
 the simulator sending webhooks to the service over real HTTP."""
 from __future__ import annotations
 
