@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from service.access.tokens import PERMISSIONS
 from service.platform import config as config_mod
 from service.platform.commands import Refused
 from service.platform.commands import database_url as _database_url
@@ -78,7 +79,7 @@ def web(workers: int, threads: int) -> None:
 @main.command("create-token")
 @click.option("--name", required=True, help="Who uses the token; shown in the audit log.")
 @click.option("--permission", "permissions", multiple=True, required=True,
-              type=click.Choice(["administer_competence_integrations", "administer_competence_settings"]))
+              type=click.Choice(PERMISSIONS))
 def create_token(name: str, permissions: tuple[str, ...]) -> None:
     """Create an API token; it is printed once, alone on the last line."""
     from service.access import tokens

@@ -12,13 +12,12 @@ from flask import Flask, g, request
 from flask_smorest import abort
 
 from service.access import tokens
+from service.access.tokens import INTEGRATIONS, SETTINGS
 from service.platform.api import API_PREFIX
 from service.platform.web import services
 
 log = logging.getLogger(__name__)
 
-INTEGRATIONS = "administer_competence_integrations"
-SETTINGS = "administer_competence_settings"
 SCHEME_NAME = "bearerAuth"
 SECURITY_SCHEME = {
     "type": "http",

@@ -5,11 +5,13 @@ import hashlib
 import secrets
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from service.platform import db
+from service.ops.audit import audit
 
-PERMISSIONS = ("administer_competence_integrations", "administer_competence_settings")
+INTEGRATIONS = "administer_competence_integrations"  # links, grants, reports, ops
+SETTINGS = "administer_competence_settings"  # the competence tree, employees
+PERMISSIONS = (INTEGRATIONS, SETTINGS)
 PREFIX = "cbt_"
 
 
@@ -39,11 +41,8 @@ def create(conn: psycopg.Connection, name: str, permissions: list[str], actor: s
         # that two commands at once cannot both take it.
         raise NameTaken(f"a token named {name!r} exists already; revoke it first "
                         "(competence-bridge revoke-token --name …) or choose another name") from None
-    conn.execute(
-        db.q("insert_audit"),
-        {"actor": actor, "action": "token.create", "target": f"token:{row['id']}",
-         "before": None, "after": Jsonb({"name": name, "permissions": sorted(set(permissions))})},
-    )
+    audit(conn, actor, "token.create", f"token:{row['id']}",
+          after={"name": name, "permissions": sorted(set(permissions))})
     return token
 
 
@@ -51,11 +50,7 @@ def revoke(conn: psycopg.Connection, name: str, actor: str = "cli") -> int:
     """Revoke the active token of that name; return how many were revoked."""
     rows = conn.execute(db.q("revoke_token"), {"name": name}).fetchall()
     for row in rows:
-        conn.execute(
-            db.q("insert_audit"),
-            {"actor": actor, "action": "token.revoke", "target": f"token:{row['id']}",
-             "before": Jsonb({"name": name}), "after": None},
-        )
+        audit(conn, actor, "token.revoke", f"token:{row['id']}", before={"name": name})
     return len(rows)
 
 

@@ -14,17 +14,13 @@ from datetime import datetime
 import psycopg
 from psycopg.types.json import Jsonb
 
+from service.ingest import message
+from service.ingest.message import RESULT_EVENT, STATUS_EVENTS
 from service.platform import db
 from service.people.email import normalize_email
 
 log = logging.getLogger(__name__)
 
-RESULT_EVENT = "course.completed"
-STATUS_EVENTS = {
-    "course.published": "published",
-    "course.unpublished": "unpublished",
-    "course.deleted": "deleted",
-}
 
 
 # What one stored result did (Outcome.statuses): the words of logs, metrics and counters.
@@ -106,8 +102,8 @@ class ResultRecord:
             last_name=result.get("last_name"),
             passed=result["passed"],
             score=result.get("score"),
-            completed_at=datetime.fromisoformat(result["completed_at"]),
-            changed_at=datetime.fromisoformat(event["timestamp"]),
+            completed_at=message.completed_at(event),
+            changed_at=message.happened_at(event),
             webhook_id=event.get("webhook_id"),
         )
 
@@ -287,7 +283,7 @@ def process_events(conn: psycopg.Connection, events: list[dict], *, tz: str, sou
         if event["type"] in STATUS_EVENTS:
             out.add(apply_course_status(
                 conn, event["course"], STATUS_EVENTS[event["type"]],
-                datetime.fromisoformat(event["timestamp"]),
+                message.happened_at(event),
                 source="webhook", webhook_id=event.get("webhook_id"), tz=tz,
             ))
     if results:
@@ -352,9 +348,9 @@ def _grants_only(out: Outcome) -> Outcome:
     return Outcome(grants_created=out.grants_created, grants_renewed=out.grants_renewed)
 
 
-def grant_unmatched_for_email(conn: psycopg.Connection, email: str, *, tz: str) -> Outcome:
-    """Grant the kept unmatched results of an email (an employee was created or corrected)."""
+def grant_unmatched(conn: psycopg.Connection, emails: list[str], *, tz: str) -> Outcome:
+    """Grant the kept unmatched results of these emails (employees were created or corrected)."""
     ids = [r["id"] for r in conn.execute(
-        db.q("unmatched_result_ids_for_email"), {"email_normalized": normalize_email(email)}
+        db.q("unmatched_result_ids_for_emails"), {"emails": sorted({normalize_email(e) for e in emails})}
     ).fetchall()]
     return evaluate_results(conn, ids, source="employee_update", tz=tz)

@@ -196,10 +196,11 @@ WHERE g.source <> 'manual'
 RETURNING g.id, g.employee_id, g.competence_id, g.result_id, (xmax = 0) AS inserted
 )
 
--- name: unmatched_result_ids_for_email
--- Kept results that matched nobody, for one normalised email.
+-- name: unmatched_result_ids_for_emails
+-- Kept results that matched nobody, for any of the given normalised emails (served by the
+-- partial index results_unmatched_idx).
 SELECT id FROM results
- WHERE email_normalized = %(email_normalized)s AND status = 'unmatched';
+ WHERE email_normalized = ANY(%(emails)s::text[]) AND status = 'unmatched';
 
 -- name: upsert_course
 -- Add or rename a course in the catalog.

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates, validates_schema
 
 from service.people.email import email_shape_problem
+from service.ingest import message
 
 RESULT_TYPES = frozenset({"course.completed"})
 COURSE_TYPES = frozenset({"course.published", "course.unpublished", "course.deleted"})
@@ -177,26 +178,17 @@ def parse_event(body) -> dict | None:
         except ValidationError as err:
             raise ValidationError({"data": err.messages}) from None
         user = data["user"]
-        return {
-            "type": kind,
-            "timestamp": envelope["timestamp"].isoformat(),
-            "course": _course(data["course"]),
-            "result": {
-                "id": data["resultId"],
-                "email": user["email"],
-                "first_name": user["firstName"],
-                "last_name": user["lastName"],
-                "passed": data["passed"],
-                "score": data["score"],
-                "completed_at": data["completedAt"].isoformat(),
-            },
-        }
+        return message.result_event(
+            timestamp=envelope["timestamp"], course=_course(data["course"]),
+            result_id=data["resultId"], email=user["email"], first_name=user["firstName"],
+            last_name=user["lastName"], passed=data["passed"], score=data["score"],
+            completed_at=data["completedAt"])
     try:
         data = _COURSE_DATA.load(envelope["data"])
     except ValidationError as err:
         raise ValidationError({"data": err.messages}) from None
-    return {"type": kind, "timestamp": envelope["timestamp"].isoformat(), "course": _course(data["course"])}
+    return message.course_event(kind, timestamp=envelope["timestamp"], course=_course(data["course"]))
 
 
 def _course(course: dict) -> dict:
-    return {"id": course["id"], "name": course["name"], "guide_type": course["guideType"]}
+    return message.course(course["id"], course["name"], course["guideType"])

@@ -16,9 +16,10 @@ from standardwebhooks import Webhook
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from service.platform import db
-from service.platform.web import MAX_WEBHOOK_BYTES, services
+from service.platform.web import MAX_WEBHOOK_BYTES, RETRY_AFTER_S, services
 from service.platform.messaging import PublishError
 from service.platform.metrics import WEBHOOKS
+from service.ingest import message
 from service.ingest.schema import escape_text, escape_tree, parse_event
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,6 @@ bp = Blueprint("webhooks", __name__)
 SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 # What jsonify(status="accepted") answers, serialised once: the hot path answers it per request.
 _ACCEPTED_BODY = b'{"status":"accepted"}\n'
-RETRY_AFTER_S = 5
 MAX_WEBHOOK_ID = 200  # docs/webhooks.md
 # Rejections before the signature is checked (401, 413) come from anyone: all are counted
 # (cb_webhooks_total), but only this many a minute per web process are kept for ops, so that
@@ -175,8 +175,7 @@ def receive():
         log.info("webhook of unknown type ignored", extra={"webhook_id": webhook_id, "event": kind})
         return jsonify(status="ignored"), 202
 
-    event["webhook_id"] = webhook_id
-    event["received_at"] = datetime.now(timezone.utc).isoformat()
+    event = message.received(event, webhook_id=webhook_id, received_at=datetime.now(timezone.utc))
     try:
         svc.publisher.publish(event, headers={"webhook-id": webhook_id}, pack=True)
     except PublishError as exc:

@@ -9,7 +9,7 @@ from marshmallow import fields, validate
 from service.platform import messaging
 from service.platform.api import Id, Strict, actor, blueprint, errors
 from service.ops import dead_letters as ops_dead_letters
-from service.platform.web import services
+from service.platform.web import RETRY_AFTER_S, services
 log = logging.getLogger(__name__)
 
 # Not "ops": that name belongs to the health/metrics blueprint (service/ops/health.py).
@@ -19,7 +19,6 @@ blp = blueprint(
     "(dead letters) and putting them back on their queue.",
 )
 
-RETRY_AFTER_S = 5
 MAX_REPLAY_IDS = 1000  # 20 bytes an id at most: a full list still fits the 64 KiB body limit
 
 

@@ -16,13 +16,6 @@ def list_employees(conn: psycopg.Connection, *, email: str | None, limit: int, o
                  {"email": normalize_email(email) if email else None}, limit, offset)
 
 
-def _grant_unmatched(conn: psycopg.Connection, emails: list[str], tz: str) -> int:
-    """Grant the kept unmatched results of these normalised emails (rule 2), set-based."""
-    ids = [r["id"] for r in conn.execute(
-        db.q("admin_unmatched_result_ids_for_emails"), {"emails": emails}).fetchall()]
-    return pipeline.evaluate_results(conn, ids, source="employee_update", tz=tz).grants_created
-
-
 def create_employees(conn: psycopg.Connection, items: list[dict], *, actor: str, tz: str) -> list[dict]:
     """Create (import) employees; none at all if any normalised email is taken or repeated."""
     normalized = [normalize_email(i["email"]) for i in items]
@@ -52,7 +45,7 @@ def create_employees(conn: psycopg.Connection, items: list[dict], *, actor: str,
                        {"email": ["taken"]}) from None
     by_email = {r["email_normalized"]: r for r in rows}
     created = [by_email[e] for e in normalized]
-    granted = _grant_unmatched(conn, normalized, tz)
+    granted = pipeline.grant_unmatched(conn, normalized, tz=tz).grants_created
     if len(created) == 1:
         audit(conn, actor, "employee.create", f"employee:{created[0]['id']}", None,
               {**_employee(created[0]), "granted": granted})
@@ -91,7 +84,7 @@ def update_employee(conn: psycopg.Connection, employee_id: int, changes: dict, *
         raise Conflict("another employee took this email meanwhile; retry", {"email": ["taken"]}) from None
     granted = 0
     if email_changed:
-        granted = pipeline.grant_unmatched_for_email(conn, row["email"], tz=tz).grants_created
+        granted = pipeline.grant_unmatched(conn, [row["email"]], tz=tz).grants_created
     audit(conn, actor, "employee.update", f"employee:{employee_id}",
           {k: before[k] for k in changes}, {**{k: row[k] for k in changes}, "granted": granted})
     return _employee(row)

@@ -38,11 +38,6 @@ UPDATE employees
  WHERE id = %(id)s
 RETURNING id, email, email_normalized, first_name, last_name, created_at, updated_at;
 
--- name: admin_unmatched_result_ids_for_emails
--- Kept results that matched nobody, for any of the given normalised emails.
-SELECT id FROM results
- WHERE email_normalized = ANY(%(emails)s::text[]) AND status = 'unmatched';
-
 -- name: admin_unmatched_count
 -- How many emails have kept results that matched nobody.
 SELECT count(DISTINCT email_normalized) AS total FROM results

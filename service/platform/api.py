@@ -23,11 +23,10 @@ from werkzeug.routing import IntegerConverter
 from service.platform import errors as platform_errors
 
 from service.platform import paging as platform_paging
-from service.platform.web import services
+from service.platform.web import RETRY_AFTER_S, services
 log = logging.getLogger(__name__)
 
 BIGINT_MAX = 2**63 - 1
-RETRY_AFTER_S = 5
 # Answers every API operation may give besides its own (documented on each operation).
 COMMON_ERRORS = (401, 403)
 PAGE_SIZE, MAX_PAGE_SIZE = 20, 100

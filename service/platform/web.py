@@ -13,6 +13,7 @@ from service.platform import config as config_mod
 from service.platform.messaging import Publisher
 
 MAX_WEBHOOK_BYTES = 64 * 1024
+RETRY_AFTER_S = 5  # what a 503 asks the caller to wait (Retry-After)
 
 
 @dataclass

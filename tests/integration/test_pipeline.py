@@ -5,7 +5,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from service.grants.pipeline import grant_unmatched_for_email
+from service.grants.pipeline import grant_unmatched
 from tests.conftest import completed_event, dumps, sign, wait_for
 
 pytestmark = pytest.mark.integration
@@ -128,7 +128,7 @@ def test_unknown_email_is_unmatched_until_the_employee_is_created(conn, client, 
     wait_for(lambda: result_status(conn, "r-u") == "unmatched", message="unmatched")
     assert grants(conn) == []
     emp = add_employee(conn, "nobody.yet@kommun.se")
-    out = grant_unmatched_for_email(conn, " NOBODY.yet@kommun.se", tz="Europe/Stockholm")
+    out = grant_unmatched(conn, [" NOBODY.yet@kommun.se"], tz="Europe/Stockholm")
     assert out.grants_created == 2
     assert {g["employee_id"] for g in grants(conn)} == {emp}
     assert {g["source"] for g in grants(conn)} == {"employee_update"}
