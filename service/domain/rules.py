@@ -1,11 +1,9 @@
-"""Pure rules: email matching, validity dates, which guides are courses."""
+"""Pure rules: email matching, which guides are courses (the grant rules: migration 0007)."""
 from __future__ import annotations
 
 import re
 import unicodedata
-from datetime import date, datetime, timedelta
 from functools import lru_cache
-from zoneinfo import ZoneInfo
 
 import regex
 
@@ -107,16 +105,3 @@ def is_course(guide_type: int) -> bool:
     """Tell whether a guide type is a course that may be linked."""
     return guide_type in COURSE_GUIDE_TYPES
 
-
-def valid_from(completed_at: datetime, tz: ZoneInfo) -> date:
-    """Return the completion date in the organisation's time zone."""
-    if completed_at.tzinfo is None:
-        raise ValueError("completed_at must carry a UTC offset")
-    return completed_at.astimezone(tz).date()
-
-
-def valid_to(start: date, default_valid_days: int | None) -> date | None:
-    """Return the last day of validity, or None when the competence never expires."""
-    if default_valid_days is None:
-        return None
-    return start + timedelta(days=default_valid_days)
