@@ -24,10 +24,7 @@ ON CONFLICT (id) DO NOTHING;
 -- the grant step that evaluate_results ends with (grant_classified): nothing is read back.
 -- Returns one row per new or changed result (id, status, outcome; the rest NULL) and one per
 -- grant created or renewed (id NULL; result_id and competence_id of the grant, inserted true
--- for a new grant). The outcome says what the result did (service/domain/pipeline.py,
--- Outcome): 'granted' when it created or renewed a grant, 'already_held' when it earns the
--- competence but a grant existed (or was revoked for it, rule 5), 'not_passed' for a failed
--- result, else its status (unmatched, course_not_published, no_link).
+-- for a new grant). The outcome says what the result did (result_outcome, migration 0007).
 -- The arrays travel in binary format (the "b" placeholders: nothing to format and escape per
 -- element), except the scores: numbers of either kind, and text keeps their digits as given.
 WITH incoming AS (
@@ -68,11 +65,7 @@ classified AS (
       FROM upserted
 ),
 -- include: grant_classified
-SELECT u.id, u.status,
-       CASE WHEN u.status = 'granted'
-                 THEN CASE WHEN gr.result_id IS NULL THEN 'already_held' ELSE 'granted' END
-            WHEN u.status = 'failed' THEN 'not_passed'
-            ELSE u.status END AS outcome,
+SELECT u.id, u.status, result_outcome(u.status, gr.result_id IS NOT NULL) AS outcome,
        NULL::text AS result_id, NULL::bigint AS competence_id, NULL::boolean AS inserted
   FROM upserted u
   LEFT JOIN (SELECT DISTINCT result_id FROM granted) gr ON gr.result_id = u.id
@@ -104,11 +97,7 @@ marked AS (
     RETURNING results.id
 ),
 -- include: grant_classified
-SELECT c.id, c.new_status AS status,
-       CASE WHEN c.new_status = 'granted'
-                 THEN CASE WHEN gr.result_id IS NULL THEN 'already_held' ELSE 'granted' END
-            WHEN c.new_status = 'failed' THEN 'not_passed'
-            ELSE c.new_status END AS outcome,
+SELECT c.id, c.new_status AS status, result_outcome(c.new_status, gr.result_id IS NOT NULL) AS outcome,
        NULL::bigint AS employee_id, NULL::text AS result_id, NULL::bigint AS competence_id,
        NULL::boolean AS inserted
   FROM classified c
@@ -119,7 +108,8 @@ SELECT NULL, NULL, NULL, employee_id, result_id, competence_id, inserted FROM gr
 -- name: grant_classified
 -- Not a statement: the grant step that upsert_results and evaluate_results end with, on a
 -- relation `classified` (id, course_id, completed_at, webhook_id, employee_id, new_status).
--- The dates are valid_from and valid_to, the renewal test renews (rules of migration 0007).
+-- The dates are valid_from and valid_to, the renewal test renews, a revocation's reach
+-- revocation_bars (rules of migration 0007).
 -- A new grant never overwrites an existing one; an integration-made grant of a competence that
 -- opted into renewal is extended when a later result gives a later valid_to; a grant revoked
 -- for this result, or revoked after this result was completed, is not re-created.
@@ -137,7 +127,7 @@ candidates AS (
        AND NOT EXISTS (
              SELECT 1 FROM grant_revocations v
               WHERE v.employee_id = c.employee_id AND v.competence_id = l.competence_id
-                AND (v.result_id = c.id OR v.revoked_at >= c.completed_at))
+                AND revocation_bars(v.result_id, v.revoked_at, c.id, c.completed_at))
      ORDER BY c.employee_id, l.competence_id,
               -- renewal keeps the latest completion, otherwise the first one is the evidence
               CASE WHEN comp.renew_on_completion THEN c.completed_at END DESC NULLS LAST,
@@ -191,12 +181,10 @@ ON CONFLICT (course_id, changed_at, status) DO NOTHING
 RETURNING id;
 
 -- name: refresh_course_status
--- The catalog's status is the latest change by time, whatever order they arrived in.
+-- The catalog's status is the course's status now (course_status_at, migration 0007).
 UPDATE courses c
    SET status = s.status, status_changed_at = s.changed_at, updated_at = now()
-  FROM (SELECT status, changed_at FROM course_status_changes
-         WHERE course_id = %(course_id)s
-         ORDER BY changed_at DESC, id DESC LIMIT 1) s
+  FROM course_status_at(%(course_id)s, 'infinity') s
  WHERE c.id = %(course_id)s
 RETURNING c.status;
 

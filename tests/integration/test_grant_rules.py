@@ -60,6 +60,12 @@ def status_at(conn, course_id: int, moment: datetime) -> str | None:
     return row and row["status"]
 
 
+def status_now(conn, course_id: int) -> tuple[str, datetime] | None:
+    row = conn.execute("SELECT status, changed_at FROM course_status_at(%s, 'infinity')",
+                       (course_id,)).fetchone()
+    return row and (row["status"], row["changed_at"])
+
+
 def test_the_course_status_at_a_moment_is_its_latest_change_by_then(conn, course):
     assert status_at(conn, course, T) is None  # never changed: no row (published, result_status)
     # Arriving out of order changes nothing: the changes' own times decide.
@@ -69,9 +75,11 @@ def test_the_course_status_at_a_moment_is_its_latest_change_by_then(conn, course
     assert status_at(conn, course, T + timedelta(hours=1)) == "unpublished"  # at the change: it counts
     assert status_at(conn, course, T + timedelta(minutes=90)) == "unpublished"
     assert status_at(conn, course, T + timedelta(hours=3)) == "published"
+    assert status_now(conn, course) == ("published", T + timedelta(hours=2))  # what the catalog shows
     # Two changes at the same time: the one recorded last.
     change(conn, course, "deleted", T + timedelta(hours=2))
     assert status_at(conn, course, T + timedelta(hours=3)) == "deleted"
+    assert status_now(conn, course) == ("deleted", T + timedelta(hours=2))
     assert status_at(conn, 4712, T + timedelta(hours=3)) is None  # another course
 
 
@@ -120,6 +128,30 @@ def test_a_grant_held_is_renewed_only_by_a_later_end_of_an_integration_grant_tha
                held_source, held_valid_to, new_valid_to, renew) is renews
 
 
+@pytest.mark.parametrize("status, created_grant, outcome", [
+    ("granted", True, "granted"), ("granted", False, "already_held"),
+    ("failed", False, "not_passed"), ("unmatched", False, "unmatched"),
+    ("course_not_published", False, "course_not_published"), ("no_link", False, "no_link"),
+])
+def test_what_a_result_did_follows_from_its_status_and_whether_it_created_a_grant(
+        conn, status, created_grant, outcome):
+    assert one(conn, "SELECT result_outcome(%s, %s)", status, created_grant) == outcome
+
+
+@pytest.mark.parametrize("revoked_result, revoked_at, result, completed_at, bars", [
+    ("r-1", T, "r-1", T - timedelta(days=1), True),  # the revoked result itself
+    ("r-1", T, "r-1", T + timedelta(days=1), True),  # ... whenever it was completed
+    ("r-1", T, "r-2", T - timedelta(days=1), True),  # another result completed before
+    ("r-1", T, "r-2", T, True),  # ... or at the revocation
+    ("r-1", T, "r-2", T + timedelta(seconds=1), False),  # a later result grants again
+    (None, T, "r-2", T + timedelta(days=1), False),  # a manual grant revoked: later results grant
+])
+def test_a_revocation_bars_its_result_and_every_result_completed_before_it(
+        conn, revoked_result, revoked_at, result, completed_at, bars):
+    assert one(conn, "SELECT revocation_bars(%s::text, %s, %s, %s) IS TRUE",
+               revoked_result, revoked_at, result, completed_at) is bars
+
+
 def test_the_planner_inlines_every_rule_into_the_grant_statements(conn):
     """A rule made uninlinable (plpgsql, VOLATILE, STRICT) would run as a call per row."""
     params = {
@@ -129,9 +161,13 @@ def test_the_planner_inlines_every_rule_into_the_grant_statements(conn):
         "webhook_ids": ["w-1"], "sources": ["webhook"], "source": "webhook", "tz": STOCKHOLM,
     }
     for name, args in (("upsert_results", params),
-                       ("evaluate_results", {"ids": ["r-1"], "source": "webhook", "tz": STOCKHOLM})):
+                       ("evaluate_results", {"ids": ["r-1"], "source": "webhook", "tz": STOCKHOLM}),
+                       ("backfill_undecided_stored_results",
+                        {"course_id": 4711, "after_id": "", "competence_id": 1, "limit": 500}),
+                       ("refresh_course_status", {"course_id": 4711})):
         plan = "\n".join(r["QUERY PLAN"] for r in conn.execute(
             "EXPLAIN (VERBOSE, COSTS OFF) " + db.q(name), args, prepare=False))
-        assert "AT TIME ZONE" in plan and "course_status_changes" in plan, plan  # the rules are there
-        for rule in ("valid_from(", "valid_to(", "course_status_at", "result_status", "renews("):
+        assert "grant_revocations" in plan or "course_status_changes" in plan, plan  # rules are there
+        for rule in ("valid_from(", "valid_to(", "course_status_at", "result_status", "renews(",
+                     "result_outcome(", "revocation_bars("):
             assert rule not in plan, f"{name}: {rule} is not inlined:\n{plan}"

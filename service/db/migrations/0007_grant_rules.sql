@@ -20,13 +20,15 @@ CREATE FUNCTION valid_to(first_day date, valid_days integer) RETURNS date
     AS $$ SELECT first_day + valid_days $$;
 
 -- CONTRACT rule 6: the status a course had at a moment is that of its latest change at or
--- before it (by the change's own time, whatever order changes arrived in). No row: no change
--- by then, and a course is published until it changes (result_status says so). A table of
--- zero or one row, so that callers' plans can inline it.
-CREATE FUNCTION course_status_at(course bigint, moment timestamptz) RETURNS TABLE (status text)
+-- before it (by the change's own time, whatever order changes arrived in), with that change's
+-- time; at 'infinity' it is the course's status now. No row: no change by then, and a course
+-- is published until it changes (result_status says so). A table of zero or one row, so that
+-- callers' plans can inline it.
+CREATE FUNCTION course_status_at(course bigint, moment timestamptz)
+    RETURNS TABLE (status text, changed_at timestamptz)
     LANGUAGE sql STABLE PARALLEL SAFE
     AS $$
-    SELECT csc.status
+    SELECT csc.status, csc.changed_at
       FROM course_status_changes csc
      WHERE csc.course_id = course_status_at.course AND csc.changed_at <= course_status_at.moment
      ORDER BY csc.changed_at DESC, csc.id DESC
@@ -53,6 +55,27 @@ CREATE FUNCTION result_status(passed boolean, course bigint, completed_at timest
                      THEN 'no_link'
                 ELSE 'granted' END
     $$;
+
+-- What a result did, in the words of logs, metrics and backfill counters (Outcome in
+-- service/domain/pipeline.py): from its status and whether it created or renewed a grant.
+-- 'granted' when it did, 'already_held' when it earns the competence but created nothing (a
+-- grant existed, or was revoked for it), 'not_passed' for a failed result, else its status.
+CREATE FUNCTION result_outcome(status text, created_grant boolean) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT CASE WHEN status = 'granted'
+                     THEN CASE WHEN created_grant THEN 'granted' ELSE 'already_held' END
+                WHEN status = 'failed' THEN 'not_passed'
+                ELSE status END
+    $$;
+
+-- CONTRACT rule 5: a revocation bars re-granting its competence to its employee from the
+-- result it revoked, and from every result completed before (or when) it was revoked; only a
+-- later result grants it again.
+CREATE FUNCTION revocation_bars(revoked_result_id text, revoked_at timestamptz, result_id text,
+                                completed_at timestamptz) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT revoked_result_id = result_id OR revoked_at >= completed_at $$;
 
 -- CONTRACT rule 3 (renewal): a result that earns a competence the employee already holds
 -- extends the grant held only when the integration made it, it expires, the competence opted
