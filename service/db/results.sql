@@ -97,7 +97,8 @@ marked AS (
     RETURNING results.id
 ),
 -- include: grant_classified
-SELECT c.id, c.new_status AS status, result_outcome(c.new_status, gr.result_id IS NOT NULL) AS outcome,
+SELECT c.id, c.new_status AS status,
+       result_outcome(c.new_status, gr.result_id IS NOT NULL) AS outcome,
        NULL::bigint AS employee_id, NULL::text AS result_id, NULL::bigint AS competence_id,
        NULL::boolean AS inserted
   FROM classified c

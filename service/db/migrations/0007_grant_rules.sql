@@ -1,8 +1,8 @@
 -- The rules the grant statements of service/db/results.sql apply, each stated once, as
 -- functions those statements call. LANGUAGE sql, one SELECT each and not volatile, so that the
--- planner inlines every call into the calling statement: the plans are those of the rules
--- written out in place (a failed result still skips the lookups, the backfill's grants that
--- change nothing still skip the insert). tests/integration/test_grant_rules.py tests them one
+-- planner inlines every call into the calling statement: the plans keep the shape of the
+-- rules written out in place (a failed result still skips the lookups, the backfill's grants
+-- that change nothing still skip the insert). tests/integration/test_grant_rules.py tests them one
 -- by one. Changing a rule later is a new migration with CREATE OR REPLACE FUNCTION.
 -- Parameters are spelt with the function's name where a table is in scope, so that a column
 -- added later under the same name cannot take their place.
