@@ -80,7 +80,8 @@ SELECT r.id
             AND NOT EXISTS (SELECT 1 FROM grant_revocations v
                              WHERE v.employee_id = r.employee_id
                                AND v.competence_id = %(competence_id)s
-                               AND (v.result_id = r.id OR v.revoked_at >= r.completed_at)))
+                               AND revocation_bars(v.result_id, v.revoked_at, r.id,
+                                                   r.completed_at)))
         OR (r.status = 'unmatched'
             AND EXISTS (SELECT 1 FROM employees e WHERE e.email_normalized = r.email_normalized)))
  ORDER BY r.id

@@ -19,15 +19,12 @@ ON CONFLICT (id) DO NOTHING;
 -- name: upsert_results
 -- Record results and grant what the new or changed ones earn, in one statement. A result seen
 -- before is updated only when its content changed and the incoming version is not older.
--- Each row is stored decided (employee and status by the same rule as evaluate_results, from
--- the same values), and the rows stored as 'granted' go straight to the grant step that
--- evaluate_results ends with (grant_classified): nothing is read back.
+-- Each row is stored decided (employee and status as evaluate_results decides them: the status
+-- is result_status, a rule of migration 0007), and the rows stored as 'granted' go straight to
+-- the grant step that evaluate_results ends with (grant_classified): nothing is read back.
 -- Returns one row per new or changed result (id, status, outcome; the rest NULL) and one per
 -- grant created or renewed (id NULL; result_id and competence_id of the grant, inserted true
--- for a new grant). The outcome says what the result did (service/grants/pipeline.py,
--- Outcome): 'granted' when it created or renewed a grant, 'already_held' when it earns the
--- competence but a grant existed (or was revoked for it, rule 5), 'not_passed' for a failed
--- result, else its status (unmatched, course_not_published, no_link).
+-- for a new grant). The outcome says what the result did (result_outcome, migration 0007).
 -- The arrays travel in binary format (the "b" placeholders: nothing to format and escape per
 -- element), except the scores: numbers of either kind, and text keeps their digits as given.
 WITH incoming AS (
@@ -44,21 +41,11 @@ INSERT INTO results AS r (id, course_id, email, email_normalized, first_name, la
                           passed, score, completed_at, changed_at, webhook_id, source,
                           employee_id, status)
 SELECT i.id, i.course_id, i.email, i.email_normalized, i.first_name, i.last_name, i.passed,
-       i.score, i.completed_at, i.changed_at, i.webhook_id, i.source, e.id,
-       CASE WHEN NOT i.passed THEN 'failed'
-            WHEN coalesce((SELECT csc.status
-                             FROM course_status_changes csc
-                            WHERE csc.course_id = i.course_id AND csc.changed_at <= i.completed_at
-                            ORDER BY csc.changed_at DESC, csc.id DESC
-                            LIMIT 1), 'published') <> 'published'
-                 THEN 'course_not_published'
-            WHEN e.id IS NULL THEN 'unmatched'
-            WHEN NOT EXISTS (SELECT 1 FROM links l WHERE l.course_id = i.course_id)
-                 THEN 'no_link'
-            ELSE 'granted' END
+       i.score, i.completed_at, i.changed_at, i.webhook_id, i.source, e.id, s.status
   FROM incoming i
   LEFT JOIN LATERAL (SELECT emp.id FROM employees emp
                       WHERE emp.email_normalized = i.email_normalized LIMIT 1) e ON true
+  CROSS JOIN LATERAL result_status(i.passed, i.course_id, i.completed_at, e.id) s
 ON CONFLICT (id) DO UPDATE
 SET course_id = excluded.course_id, email = excluded.email,
     email_normalized = excluded.email_normalized, first_name = excluded.first_name,
@@ -78,11 +65,7 @@ classified AS (
       FROM upserted
 ),
 -- include: grant_classified
-SELECT u.id, u.status,
-       CASE WHEN u.status = 'granted'
-                 THEN CASE WHEN gr.result_id IS NULL THEN 'already_held' ELSE 'granted' END
-            WHEN u.status = 'failed' THEN 'not_passed'
-            ELSE u.status END AS outcome,
+SELECT u.id, u.status, result_outcome(u.status, gr.result_id IS NOT NULL) AS outcome,
        NULL::text AS result_id, NULL::bigint AS competence_id, NULL::boolean AS inserted
   FROM upserted u
   LEFT JOIN (SELECT DISTINCT result_id FROM granted) gr ON gr.result_id = u.id
@@ -91,35 +74,20 @@ SELECT NULL, NULL, NULL, result_id, competence_id, inserted FROM granted;
 
 -- name: evaluate_results
 -- Apply rules 1, 2, 3, 5 and 6 (docs/rules.md) to the given stored results in one statement:
--- classify each result again, then grant every linked competence to the matched employee
--- (grant_classified). Returns one row per given result (id, status as decided now, outcome as
--- in upsert_results; the rest NULL) and one per grant created or renewed (id NULL; result_id,
--- competence_id, inserted).
-WITH r AS (
-    SELECT res.id, res.course_id, res.passed, res.completed_at, res.webhook_id,
-           e.id AS employee_id,
-           (SELECT csc.status
-              FROM course_status_changes csc
-             WHERE csc.course_id = res.course_id AND csc.changed_at <= res.completed_at
-             ORDER BY csc.changed_at DESC, csc.id DESC
-             LIMIT 1) AS course_status_then
+-- classify each result again (result_status), then grant every linked competence to the
+-- matched employee (grant_classified). Returns one row per given result (id, status as decided
+-- now, outcome as in upsert_results; the rest NULL) and one per grant created or renewed (id
+-- NULL; result_id, competence_id, inserted).
+WITH classified AS (
+    SELECT res.id, res.course_id, res.completed_at, res.webhook_id, e.id AS employee_id,
+           s.status AS new_status
       FROM results res
       -- LIMIT 1 (the email is unique anyway) keeps this a lookup in the email index per
       -- result: a plain join is planned as a hash join over every employee for each batch.
       LEFT JOIN LATERAL (SELECT emp.id FROM employees emp
                           WHERE emp.email_normalized = res.email_normalized LIMIT 1) e ON true
+     CROSS JOIN LATERAL result_status(res.passed, res.course_id, res.completed_at, e.id) s
      WHERE res.id = ANY(%(ids)s::text[])
-),
-classified AS (
-    SELECT r.*,
-           CASE WHEN NOT r.passed THEN 'failed'
-                WHEN coalesce(r.course_status_then, 'published') <> 'published'
-                     THEN 'course_not_published'
-                WHEN r.employee_id IS NULL THEN 'unmatched'
-                WHEN NOT EXISTS (SELECT 1 FROM links l WHERE l.course_id = r.course_id)
-                     THEN 'no_link'
-                ELSE 'granted' END AS new_status
-      FROM r
 ),
 marked AS (
     UPDATE results SET status = c.new_status, employee_id = c.employee_id, updated_at = now()
@@ -130,10 +98,7 @@ marked AS (
 ),
 -- include: grant_classified
 SELECT c.id, c.new_status AS status,
-       CASE WHEN c.new_status = 'granted'
-                 THEN CASE WHEN gr.result_id IS NULL THEN 'already_held' ELSE 'granted' END
-            WHEN c.new_status = 'failed' THEN 'not_passed'
-            ELSE c.new_status END AS outcome,
+       result_outcome(c.new_status, gr.result_id IS NOT NULL) AS outcome,
        NULL::bigint AS employee_id, NULL::text AS result_id, NULL::bigint AS competence_id,
        NULL::boolean AS inserted
   FROM classified c
@@ -144,6 +109,8 @@ SELECT NULL, NULL, NULL, employee_id, result_id, competence_id, inserted FROM gr
 -- name: grant_classified
 -- Not a statement: the grant step that upsert_results and evaluate_results end with, on a
 -- relation `classified` (id, course_id, completed_at, webhook_id, employee_id, new_status).
+-- The dates are valid_from and valid_to, the renewal test renews, a revocation's reach
+-- revocation_bars (rules of migration 0007).
 -- A new grant never overwrites an existing one; an integration-made grant of a competence that
 -- opted into renewal is extended when a later result gives a later valid_to; a grant revoked
 -- for this result, or revoked after this result was completed, is not re-created.
@@ -151,8 +118,9 @@ candidates AS (
     SELECT DISTINCT ON (c.employee_id, l.competence_id)
            c.employee_id, l.competence_id, l.id AS link_id, c.id AS result_id, c.course_id,
            c.webhook_id,
-           (c.completed_at AT TIME ZONE %(tz)s)::date AS valid_from,
-           comp.default_valid_days, comp.renew_on_completion
+           valid_from(c.completed_at, %(tz)s) AS valid_from,
+           valid_to(valid_from(c.completed_at, %(tz)s), comp.default_valid_days) AS valid_to,
+           comp.renew_on_completion
       FROM classified c
       JOIN links l ON l.course_id = c.course_id
       JOIN competences comp ON comp.id = l.competence_id
@@ -160,14 +128,14 @@ candidates AS (
        AND NOT EXISTS (
              SELECT 1 FROM grant_revocations v
               WHERE v.employee_id = c.employee_id AND v.competence_id = l.competence_id
-                AND (v.result_id = c.id OR v.revoked_at >= c.completed_at))
+                AND revocation_bars(v.result_id, v.revoked_at, c.id, c.completed_at))
      ORDER BY c.employee_id, l.competence_id,
               -- renewal keeps the latest completion, otherwise the first one is the evidence
               CASE WHEN comp.renew_on_completion THEN c.completed_at END DESC NULLS LAST,
               c.completed_at, c.id
 ),
 -- A grant the employee already holds and that the conflict clause below would leave as it is
--- (the same test) is left out here: the insert would only lock it (a WAL record each), which
+-- (renews, as there) is left out here: the insert would only lock it (a WAL record each), which
 -- is most of a backfill's work once its employees hold the competence.
 changing AS (
     SELECT cand.*
@@ -175,24 +143,21 @@ changing AS (
      WHERE NOT EXISTS (
              SELECT 1 FROM grants g
               WHERE g.employee_id = cand.employee_id AND g.competence_id = cand.competence_id
-                AND (g.source <> 'manual' AND g.valid_to IS NOT NULL
-                     AND cand.valid_from + cand.default_valid_days > g.valid_to
-                     AND cand.renew_on_completion) IS NOT TRUE)
+                AND renews(g.source, g.valid_to, cand.valid_to, cand.renew_on_completion)
+                    IS NOT TRUE)
 ),
 granted AS (
 INSERT INTO grants AS g (employee_id, competence_id, valid_from, valid_to, source,
                          course_id, result_id, webhook_id, link_id)
-SELECT employee_id, competence_id, valid_from,
-       valid_from + default_valid_days,  -- NULL when the competence never expires
-       %(source)s, course_id, result_id, webhook_id, link_id
+SELECT employee_id, competence_id, valid_from, valid_to, %(source)s, course_id, result_id,
+       webhook_id, link_id
   FROM changing
 ON CONFLICT (employee_id, competence_id) DO UPDATE
 SET valid_to = excluded.valid_to, source = excluded.source, course_id = excluded.course_id,
     result_id = excluded.result_id, webhook_id = excluded.webhook_id,
     link_id = excluded.link_id, updated_at = now()
-WHERE g.source <> 'manual'
-  AND g.valid_to IS NOT NULL AND excluded.valid_to > g.valid_to
-  AND (SELECT renew_on_completion FROM competences WHERE id = g.competence_id)
+WHERE renews(g.source, g.valid_to, excluded.valid_to,
+             (SELECT renew_on_completion FROM competences WHERE id = g.competence_id))
 RETURNING g.id, g.employee_id, g.competence_id, g.result_id, (xmax = 0) AS inserted
 )
 
@@ -218,12 +183,10 @@ ON CONFLICT (course_id, changed_at, status) DO NOTHING
 RETURNING id;
 
 -- name: refresh_course_status
--- The catalog's status is the latest change by time, whatever order they arrived in.
+-- The catalog's status is the course's status now (course_status_at, migration 0007).
 UPDATE courses c
    SET status = s.status, status_changed_at = s.changed_at, updated_at = now()
-  FROM (SELECT status, changed_at FROM course_status_changes
-         WHERE course_id = %(course_id)s
-         ORDER BY changed_at DESC, id DESC LIMIT 1) s
+  FROM course_status_at(%(course_id)s, 'infinity') s
  WHERE c.id = %(course_id)s
 RETURNING c.status;
 

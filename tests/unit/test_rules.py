@@ -2,16 +2,11 @@
 from __future__ import annotations
 
 import unicodedata
-from datetime import date, datetime, timezone
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from service.catalog.guides import is_course
-from service.grants.validity import valid_from, valid_to
 from service.people.email import email_shape_problem, matches_nobody, normalize_email, unmatchable_reason
-
-STOCKHOLM = ZoneInfo("Europe/Stockholm")
 
 
 def test_emails_compare_trimmed_case_insensitive_and_nfc():
@@ -24,7 +19,7 @@ def test_emails_compare_trimmed_case_insensitive_and_nfc():
 
 KELVIN = "\N{KELVIN SIGN}"
 
-# docs/rules.md, rule 2, example by example: (an address, one that must not match it). Each of the
+# Rule 2 (docs/rules.md), example by example: (an address, one that must not match it). Each of the
 # first is a different address, or one that could pass for another, and matches nobody.
 NOT_THE_SAME = [
     ("strasse@kommun.se", "straße@kommun.se"),       # no full case folding: ß is not ss
@@ -105,34 +100,3 @@ def test_the_shape_of_an_email_address(value, ok):
 def test_only_kurs_and_fysisk_kurs_are_courses(guide_type, expected):
     assert is_course(guide_type) is expected
 
-
-@pytest.mark.parametrize(
-    "completed, expected",
-    [
-        ("2026-11-29T23:30:00+00:00", date(2026, 11, 30)),  # docs/rules.md, "Validity"
-        ("2026-11-29T22:59:59+00:00", date(2026, 11, 29)),
-        ("2026-11-29T12:00:00+01:00", date(2026, 11, 29)),
-        ("2026-07-14T22:30:00+00:00", date(2026, 7, 15)),  # summer time: UTC+2
-        ("2026-07-14T21:59:00+00:00", date(2026, 7, 14)),
-        ("2026-03-29T00:30:00+00:00", date(2026, 3, 29)),  # the night summer time starts
-    ],
-)
-def test_valid_from_is_the_completion_date_in_the_organisations_time_zone(completed, expected):
-    assert valid_from(datetime.fromisoformat(completed), STOCKHOLM) == expected
-
-
-def test_valid_from_refuses_a_time_without_offset():
-    with pytest.raises(ValueError):
-        valid_from(datetime(2026, 11, 29, 12, 0), STOCKHOLM)
-
-
-def test_valid_to_adds_default_days_or_never_expires():
-    assert valid_to(date(2026, 11, 30), 730) == date(2028, 11, 29)
-    assert valid_to(date(2026, 11, 30), 1) == date(2026, 12, 1)
-    assert valid_to(date(2026, 11, 30), None) is None
-
-
-def test_another_time_zone_moves_the_date():
-    utc_late = datetime(2026, 11, 29, 23, 30, tzinfo=timezone.utc)
-    assert valid_from(utc_late, ZoneInfo("UTC")) == date(2026, 11, 29)
-    assert valid_from(utc_late, STOCKHOLM) == date(2026, 11, 30)

@@ -26,3 +26,19 @@ def test_an_include_of_an_unknown_block_fails_at_load(tmp_path, monkeypatch):
             db.queries()
     finally:
         db.queries.cache_clear()
+
+
+def test_the_grant_statements_call_the_rules_of_migration_0007_instead_of_restating_them():
+    for name in ("upsert_results", "evaluate_results"):
+        assert "result_status(" in db.q(name)
+        assert "CASE WHEN NOT" not in db.q(name)  # the classification, stated in result_status
+        assert "result_outcome(" in db.q(name)
+    grant_step = db.q("grant_classified")
+    for rule in ("valid_from(", "valid_to(", "renews(", "revocation_bars("):
+        assert rule in grant_step
+    assert "revocation_bars(" in db.q("backfill_undecided_stored_results")
+    assert "course_status_at(" in db.q("refresh_course_status")
+    for name, text in db.queries().items():
+        assert "AT TIME ZONE" not in text, f"{name} computes a date itself; valid_from states it"
+        assert "FROM course_status_changes" not in text, f"{name}: course_status_at states it"
+        assert "v.revoked_at >=" not in text, f"{name}: revocation_bars states it"
