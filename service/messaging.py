@@ -180,7 +180,8 @@ class Publisher:
                 if attempt == 2:
                     raise PublishError(f"broker unavailable: {exc.__class__.__name__}: {exc}") from exc
                 # An idle connection may have broken unnoticed (a broker restart): send once
-                # more on a new one. The worker drops the duplicate if the first one got there.
+                # more on a new one. Should the first copy have arrived too, its consumer takes
+                # the duplicate as it takes a redelivery (docs/RELIABILITY.md).
                 continue
             self._give_back(channel)
             return
