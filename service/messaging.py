@@ -39,9 +39,7 @@ DELIVERY_LIMIT = 20
 
 def unpack(body) -> list:
     """Return the events one message carries: itself, or the items of a packed message."""
-    # A packed message is a JSON array of events. The publisher sends one event a message,
-    # but an earlier version packed webhook events so, and a queue may hold such messages
-    # across an upgrade: consumers keep reading them.
+    # A packed message is a JSON array of events (`Publisher.publish(..., pack=True)`).
     return body if isinstance(body, list) else [body]
 
 
@@ -144,10 +142,18 @@ class Publisher:
     on a connection of `pool` (required then). Other kombu transports: a plain publish, no
     confirms.
 
+    Packed events (`pack=True`, RabbitMQ only) share messages: the callers hand them to one
+    sender thread, which publishes what has gathered while its previous message was in flight
+    as one message (a JSON array, see `unpack`) and wakes each caller with that confirm. A
+    durable quorum-queue message costs the broker and the worker about as much whatever it
+    carries, and at the webhook rate that cost decides what the machine can carry
+    (bench/README.md, parts 1 and 4).
+
     One per process, made after fork; safe to share between threads.
     """
 
     CONFIRM_TIMEOUT_S = 10.0
+    PACK_MAX = 64  # packed events per message
 
     def __init__(self, settings: Settings, pool=None):
         self.settings = settings
@@ -157,11 +163,20 @@ class Publisher:
         self._pool = pool
         self._idle: list[_ConfirmChannel | _PlainChannel] = []  # last in, first out
         self._idle_lock = threading.Lock()
+        self._packing = threading.Condition()  # guards the two below
+        self._to_pack: dict[str, list[_Packed]] = {}  # kind -> events waiting for the sender
+        self._sender: threading.Thread | None = None
 
-    def publish(self, body: dict, kind: str = EVENTS, headers: dict | None = None) -> None:
-        """Publish one event as one message; raise PublishError unless the broker holds it."""
+    def publish(self, body: dict, kind: str = EVENTS, headers: dict | None = None,
+                *, pack: bool = False) -> None:
+        """Publish one event; raise PublishError unless the broker holds it durably."""
         if self._pool is not None and is_embedded(self.settings):
             self._publish_embedded(body, kind)
+            return
+        if pack and self.topo.amqp:
+            if headers:
+                raise ValueError("a packed event travels without headers")
+            self._publish_packed(body, kind)
             return
         with self._idle_lock:
             channel = self._idle.pop() if self._idle else None
@@ -193,6 +208,51 @@ class Publisher:
         for channel in idle:
             channel.close()
 
+    def _publish_packed(self, body, kind: str) -> None:
+        packed = _Packed(body)
+        with self._packing:
+            self._to_pack.setdefault(kind, []).append(packed)
+            if self._sender is None or not self._sender.is_alive():
+                self._sender = threading.Thread(target=self._send_packs, name="publisher",
+                                                daemon=True)
+                self._sender.start()
+            self._packing.notify()
+        # The sender settles every event it takes, within two connection attempts and confirm
+        # timeouts; the bound only guards against a sender that is gone.
+        if not packed.done.wait(4 * self.CONFIRM_TIMEOUT_S):
+            with self._packing:
+                waiting = self._to_pack.get(kind, [])
+                if packed in waiting:  # not taken yet: it will not be sent
+                    waiting.remove(packed)
+            raise PublishError("no confirm from the broker in time")
+        if packed.error is not None:
+            raise PublishError(packed.error)
+
+    def _send_packs(self) -> None:
+        """Publish what has gathered, one message at a time (the sender thread)."""
+        while True:
+            with self._packing:
+                while not self._to_pack:
+                    self._packing.wait()
+                kind, waiting = next(iter(self._to_pack.items()))
+                group, rest = waiting[:self.PACK_MAX], waiting[self.PACK_MAX:]
+                if rest:
+                    self._to_pack[kind] = rest
+                else:
+                    del self._to_pack[kind]
+            error = None
+            try:
+                self.publish(group[0].body if len(group) == 1 else [p.body for p in group], kind)
+            except PublishError as exc:
+                error = str(exc)
+            except BaseException as exc:  # noqa: BLE001 - settle the callers, then stop
+                error = f"the publishing thread failed: {exc.__class__.__name__}"
+                raise
+            finally:
+                for p in group:
+                    p.error = error
+                    p.done.set()
+
     def _open(self) -> _ConfirmChannel | _PlainChannel:
         if self.topo.amqp:
             return _ConfirmChannel(self.settings, self.topo)
@@ -210,6 +270,17 @@ class Publisher:
                 conn.execute(db.q("inbox_put"), {"queue": self.topo.name(kind), "body": Jsonb(body)})
         except Exception as exc:  # noqa: BLE001 - any failure means "not stored"
             raise PublishError(f"the embedded queue is unavailable: {exc.__class__.__name__}") from exc
+
+
+class _Packed:
+    """An event waiting for the sender thread; `done` once its message is confirmed or failed."""
+
+    __slots__ = ("body", "error", "done")
+
+    def __init__(self, body):
+        self.body = body
+        self.error: str | None = None
+        self.done = threading.Event()
 
 
 # json.dumps(body, separators=(",", ":")) without building an encoder for every message.

@@ -178,7 +178,7 @@ def receive():
     event["webhook_id"] = webhook_id
     event["received_at"] = datetime.now(timezone.utc).isoformat()
     try:
-        svc.publisher.publish(event, headers={"webhook-id": webhook_id})
+        svc.publisher.publish(event, pack=True)  # the webhook id is in the event
     except PublishError as exc:
         log.warning("webhook not queued: %s", exc, extra={"webhook_id": webhook_id})
         return _unavailable("the queue is unavailable; retry later")

@@ -1,4 +1,5 @@
-"""The RabbitMQ publisher: one message and one confirm a publish, on real RabbitMQ."""
+"""The RabbitMQ publisher on real RabbitMQ: one confirmed message a publish, or packed events
+sharing one."""
 from __future__ import annotations
 
 import dataclasses
@@ -104,7 +105,7 @@ def test_an_unroutable_message_is_a_publish_error_and_the_channel_stays_in_step(
 
 
 def test_the_worker_unpacks_and_dead_letters_only_the_poison_events_of_a_packed_message(conn, settings, run_worker):
-    # A queue may hold packed messages (JSON arrays of events) across an upgrade.
+    # Published raw, so that the pack holds exactly these events.
     seed_links(conn)
     for i in range(4):
         add_employee(conn, f"pk{i}@kommun.se")
@@ -135,3 +136,71 @@ def consumers(settings) -> int:
     with messaging.connection(settings) as broker:
         queue = messaging.topology(settings).queue(messaging.EVENTS)(broker.channel())
         return queue.queue_declare(passive=True)[2]
+
+
+@pytest.mark.parametrize("pack_max", [Publisher.PACK_MAX, 3])
+def test_concurrent_packed_events_arrive_exactly_once_in_messages_of_at_most_pack_max(settings, monkeypatch, pack_max):
+    monkeypatch.setattr(Publisher, "PACK_MAX", pack_max)  # 3: more wait than one message takes
+    publisher = Publisher(settings)
+    errors = []
+
+    def send(start: int) -> None:
+        for i in range(start, start + 25):
+            try:
+                publisher.publish({"n": i}, pack=True)
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(k * 25,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    publisher.close()
+    assert errors == []
+    bodies = [body for body, _ in drain(settings)]
+    assert sorted(e["n"] for body in bodies for e in messaging.unpack(body)) == list(range(400))
+    assert all(len(messaging.unpack(body)) <= pack_max for body in bodies)
+
+
+def test_a_packed_event_takes_no_headers(settings):
+    with pytest.raises(ValueError, match="without headers"):
+        Publisher(settings).publish({"n": 0}, headers={"webhook-id": "w"}, pack=True)
+
+
+def test_packed_events_fail_while_the_broker_is_away_and_go_through_after(settings):
+    proxy = TcpProxy(urlsplit(settings.broker_url).port or 5672)
+    publisher = Publisher(dataclasses.replace(settings, broker_url=through(settings.broker_url, proxy.port)))
+    try:
+        publisher.publish({"n": 0}, pack=True)
+        proxy.cut()
+        with pytest.raises(PublishError):
+            publisher.publish({"n": "during the outage"}, pack=True)
+        proxy.restore()
+        publisher.publish({"n": 1}, pack=True)
+    finally:
+        publisher.close()
+        proxy.close()
+    assert [body for body, _ in drain(settings)] == [{"n": 0}, {"n": 1}]
+
+
+def test_an_unroutable_pack_fails_every_caller_in_it(settings):
+    publisher = Publisher(settings)
+    publisher.publish({"n": 0}, kind=messaging.BACKFILL)  # connects and declares
+    with messaging.connection(settings) as broker:
+        broker.channel().queue_delete(messaging.topology(settings).name(messaging.EVENTS))
+    errors = []
+
+    def send(n: int) -> None:
+        try:
+            publisher.publish({"n": n}, pack=True)
+        except PublishError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    publisher.close()
+    assert len(errors) == 8 and all("not routable" in e for e in errors)
