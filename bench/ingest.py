@@ -94,7 +94,7 @@ def measure(run: Run, label: str, app: str | None, *, db_url: str, seconds: floa
             for k, v in figures["cpu"]["by_component"].items() if k != "other processes"}
         time.sleep(0.5)
         messages, events = rabbit.take_events(prefix)
-        figures["queued"] = messages  # the service packs several events in a message
+        figures["queued"] = messages  # and queued_events the events they carry
         figures["queued_events"] = events
         if proc.poll() is not None:
             raise RuntimeError(f"{label} exited with {proc.returncode}:\n{run.log_tail(label)}")

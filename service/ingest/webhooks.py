@@ -177,7 +177,7 @@ def receive():
 
     event = message.received(event, webhook_id=webhook_id, received_at=datetime.now(timezone.utc))
     try:
-        svc.publisher.publish(event, headers={"webhook-id": webhook_id}, pack=True)
+        svc.publisher.publish(event, pack=True)  # the webhook id is in the event
     except PublishError as exc:
         log.warning("webhook not queued: %s", exc, extra={"webhook_id": webhook_id})
         return _unavailable("the queue is unavailable; retry later")

@@ -18,7 +18,6 @@ import logging
 import socket
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 
 import amqp
@@ -38,11 +37,9 @@ DEAD = "dead"
 DELIVERY_LIMIT = 20
 
 
-PACKED_HEADER = "x-cb-packed"  # a message whose body is a JSON array of this many events
-
-
 def unpack(body) -> list:
-    """The events one message carries: a packed message's array, or the message itself."""
+    """Return the events one message carries: itself, or the items of a packed message."""
+    # A packed message is a JSON array of events (`Publisher.publish(..., pack=True)`).
     return body if isinstance(body, list) else [body]
 
 
@@ -137,23 +134,26 @@ def declare(conn: Connection, topo: Topology) -> None:
 class Publisher:
     """Publish events durably; return only once the broker holds them.
 
-    RabbitMQ: a group commit without a thread of its own. A caller puts its event in the
-    waiting list; if no group is in flight, it becomes the leader: it takes everything waiting,
-    publishes it on the process's confirm-mode connection with mandatory routing (packable
-    events share messages, see `publish`), waits for the broker's confirms, wakes the others
-    with their outcome and hands the lead to the first one still waiting. So under load many
-    requests share one round of quorum-queue writes, and no request pays a hand-over to another
-    thread. (One group in flight packs the most events per message: under an open load that
-    costs the least CPU in web and broker; bench/ measured more groups in flight as slower.)
-    The embedded queue: one committed insert per event, on a connection of `pool` (required
-    then). Other kombu transports: a plain publish under a lock.
+    RabbitMQ: each publish is one message on a confirm-mode channel with mandatory routing,
+    and the caller waits for that message's confirm. A channel serves one publish at a time;
+    concurrent callers take channels from an idle pool (a new connection when none is idle), so
+    a process holds as many connections as it has threads publishing at once, and a failure on
+    one channel touches only its caller. The embedded queue: one committed insert per event,
+    on a connection of `pool` (required then). Other kombu transports: a plain publish, no
+    confirms.
+
+    Packed events (`pack=True`, RabbitMQ only) share messages: the callers hand them to one
+    sender thread, which publishes what has gathered while its previous message was in flight
+    as one message (a JSON array, see `unpack`) and wakes each caller with that confirm. A
+    durable quorum-queue message costs the broker and the worker about as much whatever it
+    carries, and at the webhook rate that cost decides what the machine can carry
+    (bench/README.md, parts 1 and 4).
 
     One per process, made after fork; safe to share between threads.
     """
 
-    GROUP_MAX = 512  # events one leader publishes at once
-    PACK_MAX = 64  # packable events per message
     CONFIRM_TIMEOUT_S = 10.0
+    PACK_MAX = 64  # packed events per message
 
     def __init__(self, settings: Settings, pool=None):
         self.settings = settings
@@ -161,54 +161,106 @@ class Publisher:
         if is_embedded(settings) and pool is None:
             raise ValueError("the embedded queue publishes through the database: pass the pool")
         self._pool = pool
-        self._lock = threading.Lock()
-        self._conn: Connection | None = None
-        self._producer: Producer | None = None
-        self._mutex = threading.Lock()  # guards everything below
-        self._waiting: list[_Pending] = []
-        self._leading = False  # a group is in flight
-        self._link: _ConfirmLink | None = None  # used by the leader only
-        self._closed = False
-
-    # --- the caller's side ---------------------------------------------------------------
+        self._idle: list[_ConfirmChannel | _PlainChannel] = []  # last in, first out
+        self._idle_lock = threading.Lock()
+        self._packing = threading.Condition()  # guards the two below
+        self._to_pack: dict[str, list[_Packed]] = {}  # kind -> events waiting for the sender
+        self._sender: threading.Thread | None = None
 
     def publish(self, body: dict, kind: str = EVENTS, headers: dict | None = None,
                 *, pack: bool = False) -> None:
-        """Publish one event; raise PublishError unless the broker holds it durably.
-
-        `pack`: on RabbitMQ the event may travel in one message with other events published
-        at the same moment (the body is then a JSON array of events, see `unpack`); the
-        broker's cost of a durable quorum-queue message is shared by all of them. `headers`
-        are not sent with a packed event.
-        """
+        """Publish one event; raise PublishError unless the broker holds it durably."""
         if self._pool is not None and is_embedded(self.settings):
             self._publish_embedded(body, kind)
             return
-        if not self.topo.amqp:
-            self._publish_plain(body, kind, headers)
+        if pack and self.topo.amqp:
+            if headers:
+                raise ValueError("a packed event travels without headers")
+            self._publish_packed(body, kind)
             return
-        pending = _Pending(body, kind, headers or {}, pack)
-        if self._enqueue(pending) or self._await(pending):
-            self._lead(pending)
-        if not pending.settled:
-            raise PublishError("the publishing leader stopped before this event was sent")
-        if pending.error is not None:
-            raise PublishError(pending.error)
+        with self._idle_lock:
+            channel = self._idle.pop() if self._idle else None
+        for attempt in (1, 2):
+            try:
+                if channel is None:
+                    channel = self._open()
+                channel.send(kind, body, headers or {}, self.CONFIRM_TIMEOUT_S)
+            except PublishError:  # refused or unroutable: the channel itself is sound
+                self._give_back(channel)
+                raise
+            except Exception as exc:  # noqa: BLE001 - any other failure means "not stored"
+                if channel is not None:
+                    channel.close()
+                    channel = None
+                if attempt == 2:
+                    raise PublishError(f"broker unavailable: {exc.__class__.__name__}: {exc}") from exc
+                # An idle connection may have broken unnoticed (a broker restart): send once
+                # more on a new one. Should the first copy have arrived too, its consumer takes
+                # the duplicate as it takes a redelivery (docs/RELIABILITY.md).
+                continue
+            self._give_back(channel)
+            return
 
     def close(self) -> None:
-        with self._mutex:
-            self._closed = True
+        """Close the idle connections (at shutdown; a later publish opens new ones)."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for channel in idle:
+            channel.close()
+
+    def _publish_packed(self, body, kind: str) -> None:
+        packed = _Packed(body)
+        with self._packing:
+            self._to_pack.setdefault(kind, []).append(packed)
+            if self._sender is None or not self._sender.is_alive():
+                self._sender = threading.Thread(target=self._send_packs, name="publisher",
+                                                daemon=True)
+                self._sender.start()
+            self._packing.notify()
+        # The sender settles every event it takes, within two connection attempts and confirm
+        # timeouts; the bound only guards against a sender that is gone.
+        if not packed.done.wait(4 * self.CONFIRM_TIMEOUT_S):
+            with self._packing:
+                waiting = self._to_pack.get(kind, [])
+                if packed in waiting:  # not taken yet: it will not be sent
+                    waiting.remove(packed)
+            raise PublishError("no confirm from the broker in time")
+        if packed.error is not None:
+            raise PublishError(packed.error)
+
+    def _send_packs(self) -> None:
+        """Publish what has gathered, one message at a time (the sender thread)."""
         while True:
-            with self._mutex:
-                if not self._leading:
-                    link, self._link = self._link, None
-                    self._closed = False
-                    break
-            time.sleep(0.01)
-        if link is not None:
-            link.close()
-        with self._lock:
-            self._reset()
+            with self._packing:
+                while not self._to_pack:
+                    self._packing.wait()
+                kind, waiting = next(iter(self._to_pack.items()))
+                group, rest = waiting[:self.PACK_MAX], waiting[self.PACK_MAX:]
+                if rest:
+                    self._to_pack[kind] = rest
+                else:
+                    del self._to_pack[kind]
+            error = None
+            try:
+                self.publish(group[0].body if len(group) == 1 else [p.body for p in group], kind)
+            except PublishError as exc:
+                error = str(exc)
+            except BaseException as exc:  # noqa: BLE001 - settle the callers, then stop
+                error = f"the publishing thread failed: {exc.__class__.__name__}"
+                raise
+            finally:
+                for p in group:
+                    p.error = error
+                    p.done.set()
+
+    def _open(self) -> _ConfirmChannel | _PlainChannel:
+        if self.topo.amqp:
+            return _ConfirmChannel(self.settings, self.topo)
+        return _PlainChannel(self.settings, self.topo)
+
+    def _give_back(self, channel) -> None:
+        with self._idle_lock:
+            self._idle.append(channel)
 
     # --- the embedded queue -----------------------------------------------------------------
 
@@ -219,151 +271,45 @@ class Publisher:
         except Exception as exc:  # noqa: BLE001 - any failure means "not stored"
             raise PublishError(f"the embedded queue is unavailable: {exc.__class__.__name__}") from exc
 
-    # --- plain publishing (other kombu transports) -------------------------------------------
 
-    def _publish_plain(self, body: dict, kind: str, headers: dict | None) -> None:
-        queue = self.topo.queue(kind)
-        with self._lock:
-            for attempt in (1, 2):
-                try:
-                    if self._producer is None:
-                        conn = connection(self.settings)
-                        conn.ensure_connection(max_retries=1, timeout=5)
-                        declare(conn, self.topo)
-                        self._conn, self._producer = conn, Producer(conn.default_channel)
-                    self._producer.publish(
-                        body, exchange=queue.exchange, routing_key=queue.routing_key,
-                        serializer="json", delivery_mode=2, headers=headers or {}, retry=False,
-                    )
-                    return
-                except Exception as exc:  # noqa: BLE001 - any failure means "not stored"
-                    self._reset()
-                    if attempt == 2:
-                        raise PublishError(f"queue unavailable: {exc.__class__.__name__}: {exc}") from exc
+class _Packed:
+    """An event waiting for the sender thread; `done` once its message is confirmed or failed."""
 
-    def _reset(self) -> None:
-        conn, self._conn, self._producer = self._conn, None, None
-        if conn is not None:
-            try:
-                conn.release()
-            except Exception:  # noqa: BLE001 - the connection is already broken
-                log.debug("closing a broken broker connection failed", exc_info=True)
+    __slots__ = ("body", "error", "done")
 
-    # --- the group commit (RabbitMQ) --------------------------------------------------------
-
-    def _enqueue(self, pending: _Pending) -> bool:
-        """Add an event to the waiting list; True if its caller leads (nothing in flight)."""
-        with self._mutex:
-            if self._closed:
-                raise PublishError("publisher closed")
-            self._waiting.append(pending)
-            lead, self._leading = not self._leading, True
-            return lead
-
-    def _await(self, pending: _Pending) -> bool:
-        """Wait to be woken once: settled by a leader (False) or handed the lead (True)."""
-        if not pending.wake.acquire(timeout=self.CONFIRM_TIMEOUT_S + 5):
-            with self._mutex:
-                if pending in self._waiting and not pending.lead:  # in no group yet: give up
-                    self._waiting.remove(pending)
-                    raise PublishError("no confirm from the broker in time")
-            # A leader holds it (its send is bounded by the confirm timeout) or has just settled
-            # it or handed it the lead: the release follows.
-            pending.wake.acquire()
-        return pending.lead
-
-    def _lead(self, pending: _Pending) -> None:
-        """Publish groups until the leader's own event is settled, then hand the lead on."""
-        try:
-            while not pending.settled:  # more than GROUP_MAX may wait before it
-                with self._mutex:
-                    group = self._waiting[:self.GROUP_MAX]
-                    del self._waiting[:self.GROUP_MAX]
-                try:
-                    self._send(group)
-                except BaseException:  # the thread is being stopped: nothing here was confirmed
-                    for p in (*group, pending):
-                        if not p.settled:
-                            p.fail("the publishing thread stopped before a confirm")
-                    raise
-                finally:
-                    for other in group:
-                        if other is not pending:
-                            other.wake.release()
-        finally:
-            with self._mutex:
-                if self._waiting:
-                    nxt = self._waiting[0]
-                    nxt.lead = True
-                    nxt.wake.release()
-                else:
-                    self._leading = False
-
-    def _send(self, group: list[_Pending]) -> None:
-        """Publish a group and settle every event in it, reconnecting once if needed."""
-        for attempt in (1, 2):
-            try:
-                if self._link is None:
-                    self._link = _ConfirmLink(self.settings, self.topo)
-                self._link.send(group, self.CONFIRM_TIMEOUT_S, self.PACK_MAX)
-                return
-            except Exception as exc:  # noqa: BLE001 - every failure means "not durable"
-                if self._link is not None:
-                    self._link.close()
-                    self._link = None
-                unresolved = [p for p in group if not p.settled]
-                if attempt == 2 or not unresolved:
-                    for p in unresolved:
-                        p.fail(f"broker unavailable: {exc.__class__.__name__}: {exc}")
-                    return
-                group = unresolved  # the broker never confirmed these: try once more
-
-
-class _Pending:
-    """One event waiting for the broker; settled (ok or failed) by the leader that sent it."""
-
-    __slots__ = ("body", "kind", "headers", "pack", "settled", "error", "lead", "wake")
-
-    def __init__(self, body: dict, kind: str, headers: dict, pack: bool = False):
-        self.body, self.kind, self.headers, self.pack = body, kind, headers, pack
-        self.settled = False
+    def __init__(self, body):
+        self.body = body
         self.error: str | None = None
-        self.lead = False  # handed the lead of the next group
-        # Held from the start; released once, by the leader that settles this event or hands
-        # it the lead (a plain lock is the cheapest way to wake one thread).
-        self.wake = threading.Lock()
-        self.wake.acquire()
-
-    def ok(self) -> None:
-        self.settled = True
-
-    def fail(self, error: str) -> None:
-        self.error = error
-        self.settled = True
+        self.done = threading.Event()
 
 
 # json.dumps(body, separators=(",", ":")) without building an encoder for every message.
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
-class _ConfirmLink:
-    """One AMQP connection and channel in confirm mode, used by the publisher thread only."""
+class _ConfirmChannel:
+    """One AMQP connection and a channel in confirm mode, used by one publish at a time."""
 
     def __init__(self, settings: Settings, topo: Topology):
         self.topo = topo
-        # No confirm_publish here: this channel is put in confirm mode by hand, so that many
-        # messages can be outstanding and confirmed together.
+        # No confirm_publish: kombu's own confirm wait raises on a returned (unroutable)
+        # message before reading its confirm, which would then be taken for the next
+        # message's. This channel reads both itself.
         # No heartbeats: no thread serves this connection between publishes. A connection
         # that broke while idle fails the next publish, which reconnects and sends again.
         self.conn = Connection(settings.broker_url, heartbeat=0, connect_timeout=5)
         self.conn.ensure_connection(max_retries=1, timeout=5)
-        declare(self.conn, topo)
-        self.channel = self.conn.channel()
-        self.channel.confirm_select()
-        self.seq = 0
+        try:
+            declare(self.conn, topo)
+            self.channel = self.conn.channel()
+            self.channel.confirm_select()
+        except BaseException:
+            self.close()
+            raise
         self.routes: dict[str, tuple[str, str, str]] = {}  # kind -> exchange, routing key, queue
-        self.outstanding: dict[int, tuple[str, list[_Pending]]] = {}  # tag -> message id, events
-        self.returned: set[str] = set()
+        self._tag = 0  # delivery tag of the message in flight
+        self._acked: bool | None = None  # its confirm: None until it arrives, False for a nack
+        self._returned = False  # the broker returned it: no queue took it
         self.channel.events["basic_ack"].add(self._on_ack)
         self.channel.events["basic_nack"].add(self._on_nack)
         self.channel.events["basic_return"].add(self._on_return)
@@ -376,100 +322,75 @@ class _ConfirmLink:
             found = self.routes[kind] = (queue.exchange.name, queue.routing_key, queue.name)
         return found
 
-    def _settle(self, tag: int, multiple: bool, ok: bool) -> None:
-        if multiple:
-            # Tags are issued in increasing order and the dict keeps that order: stop at the
-            # first later one instead of scanning everything outstanding on every ack.
-            tags = []
-            for t in self.outstanding:
-                if t > tag:
-                    break
-                tags.append(t)
-        else:
-            tags = [tag]
-        for t in tags:
-            sent = self.outstanding.pop(t, None)
-            if sent is None:
-                continue
-            message_id, pendings = sent
-            if not ok:
-                error = "the broker refused the message (nack)"
-            elif message_id in self.returned:
-                self.returned.discard(message_id)
-                error = f"message to {self.route(pendings[0].kind)[2]} was not routable"
-            else:
-                error = None
-            for pending in pendings:
-                if error is None:
-                    pending.ok()
-                else:
-                    pending.fail(error)
-
+    # RabbitMQ sends a mandatory message's basic.return before its confirm, and confirms each
+    # message once; only one is in flight, so a confirm covering its tag is its confirm.
     def _on_ack(self, tag, multiple):
-        self._settle(tag, multiple, True)
+        if tag >= self._tag:
+            self._acked = True
 
     def _on_nack(self, tag, multiple):
-        self._settle(tag, multiple, False)
+        if tag >= self._tag:
+            self._acked = False
 
     def _on_return(self, exc, exchange, routing_key, message):
-        self.returned.add(message.properties.get("message_id"))
+        self._returned = True
 
-    def _publish(self, kind: str, payload: bytes, headers: dict, pendings: list[_Pending]) -> None:
-        exchange, routing_key, _name = self.route(kind)
-        message_id = uuid.uuid4().hex
+    def send(self, kind: str, body, headers: dict, timeout: float) -> None:
+        """Publish one message and wait for its confirm; PublishError if refused or unroutable."""
+        exchange, routing_key, queue_name = self.route(kind)
         message = amqp.Message(
-            payload,
+            _encode_json(body),
             content_type="application/json",
             content_encoding="utf-8",
             delivery_mode=2,
-            message_id=message_id,
             application_headers=headers,
         )
-        self.seq += 1
-        self.outstanding[self.seq] = (message_id, pendings)
+        self._tag += 1
+        self._acked, self._returned = None, False
         self.channel.basic_publish(message, exchange=exchange, routing_key=routing_key,
                                    mandatory=True)
-
-    def send(self, group: list[_Pending], timeout: float, pack_max: int = 1) -> None:
-        """Publish a group (packable events of one kind share messages of up to `pack_max`)
-        and wait until the broker has confirmed or refused every message of it."""
-        packs: dict[str, list[_Pending]] = {}
-        for pending in group:
-            if pending.pack and pack_max > 1:
-                pack = packs.setdefault(pending.kind, [])
-                pack.append(pending)
-                if len(pack) >= pack_max:
-                    self._send_pack(packs.pop(pending.kind))
-            else:
-                self._publish(pending.kind, _encode_json(pending.body), pending.headers, [pending])
-        for pack in packs.values():
-            self._send_pack(pack)
         deadline = time.monotonic() + timeout
-        while any(not p.settled for p in group):
+        while self._acked is None:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("no publisher confirm in time")
-            try:
-                self.conn.drain_events(timeout=min(left, 1.0))
-            except socket.timeout:
-                continue
-
-    def _send_pack(self, pack: list[_Pending]) -> None:
-        if len(pack) == 1:
-            self._publish(pack[0].kind, _encode_json(pack[0].body), {}, pack)
-        else:
-            self._publish(pack[0].kind, _encode_json([p.body for p in pack]),
-                          {PACKED_HEADER: len(pack)}, pack)
+            self.conn.drain_events(timeout=left)
+        if not self._acked:
+            raise PublishError("the broker refused the message (nack)")
+        if self._returned:
+            raise PublishError(f"message to {queue_name} was not routable")
 
     def close(self) -> None:
-        for _message_id, pendings in self.outstanding.values():
-            for pending in pendings:
-                pending.fail("the broker connection was lost before a confirm")
-        self.outstanding.clear()
         try:
             self.conn.release()
         except Exception:  # noqa: BLE001 - already broken
-            pass
+            log.debug("closing a broken broker connection failed", exc_info=True)
+
+
+class _PlainChannel:
+    """A kombu producer on a transport without publisher confirms, one publish at a time."""
+
+    def __init__(self, settings: Settings, topo: Topology):
+        self.topo = topo
+        self.conn = connection(settings)
+        try:
+            self.conn.ensure_connection(max_retries=1, timeout=5)
+            declare(self.conn, topo)
+            self.producer = Producer(self.conn.default_channel)
+        except BaseException:
+            self.close()
+            raise
+
+    def send(self, kind: str, body, headers: dict, timeout: float) -> None:
+        queue = self.topo.queue(kind)
+        self.producer.publish(body, exchange=queue.exchange, routing_key=queue.routing_key,
+                              serializer="json", delivery_mode=2, headers=headers, retry=False)
+
+    def close(self) -> None:
+        try:
+            self.conn.release()
+        except Exception:  # noqa: BLE001 - already broken
+            log.debug("closing a broken broker connection failed", exc_info=True)
 
 
 # --- consuming ------------------------------------------------------------------------------
