@@ -50,7 +50,7 @@ def check_database(conninfo: str, timeout_s: float = CHECK_TIMEOUT_S) -> tuple[d
                 {"ok": False, "error": "not checked: the database is unreachable"})
     pending = [f"{m.version:04d}_{m.name}" for m in migrations.available() if m.version not in done]
     changed = [f"{m.version:04d}_{m.name}" for m in migrations.available()
-               if m.version in done and done[m.version] != m.checksum]
+               if m.version in done and not m.applied_as(done[m.version])]
     migrations_check = {"ok": not pending and not changed, "pending": pending}
     if changed:
         migrations_check["changed"] = changed

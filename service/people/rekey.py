@@ -41,7 +41,7 @@ def rekey_emails(conn: psycopg.Connection) -> int:
                     cur.execute(db.q("rekey_employee"), {"id": row_id, "key": key})
                 changed += 1
             except psycopg.errors.UniqueViolation:
-                log.warning("employee %s keeps its old email key: another employee has the new one", row_id)
+                log.warning("employee %s keeps its old matching key: another employee holds the new one", row_id)
         ids, keys = [], []
         for row_id, email, old in cur.execute(db.q("rekey_results_to_check")).fetchall():
             key = normalize_email(email)
@@ -52,5 +52,5 @@ def rekey_emails(conn: psycopg.Connection) -> int:
             cur.execute(db.q("rekey_results"), {"ids": ids, "keys": keys})
         changed += len(ids)
     if changed:
-        log.info("email keys made again under the current rule: %d changed", changed)
+        log.info("matching keys made again under the current rule: %d changed", changed)
     return changed

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,14 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _LOCK_KEY = 7_413_001
 
 
+# What databases migrated before comments were left out of the checksum recorded: the SHA-256
+# of each released migration's whole text, as released.
+RELEASED_TEXT_CHECKSUMS = {
+    1: ("408c704274492e073a68270dad5d0cdca6083c1b8044ba43d5dce1857ad8bbb8",),
+    2: ("09ea087c616f28ff75b9dc9a92bb3fc013780bdf30c2710505a6f177d50ec8ed",),
+}
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -26,7 +35,29 @@ class Migration:
 
     @property
     def checksum(self) -> str:
-        return hashlib.sha256(self.sql.encode()).hexdigest()
+        """The hash of what the migration does: its statements, its comments left out (a
+        comment may be corrected after release; a statement never)."""
+        return hashlib.sha256(_statements(self.sql).encode()).hexdigest()
+
+    def applied_as(self, recorded: str) -> bool:
+        """Tell whether a recorded checksum is this migration's: of its statements, or of the
+        whole text as it was released (checksums were of the whole text before)."""
+        return recorded == self.checksum or recorded in RELEASED_TEXT_CHECKSUMS.get(self.version, ())
+
+
+def _statements(sql: str) -> str:
+    """The SQL without `--` comments (outside string literals) and without blank lines."""
+    kept = []
+    for line in sql.splitlines():
+        cut = len(line)
+        for match in re.finditer("--", line):
+            if line[:match.start()].count("'") % 2 == 0:
+                cut = match.start()
+                break
+        line = line[:cut].rstrip()
+        if line:
+            kept.append(line)
+    return "\n".join(kept)
 
 
 def available() -> list[Migration]:
@@ -69,7 +100,7 @@ def migrate(conn: psycopg.Connection) -> list[Migration]:
             _ensure_table(conn)
         done = applied(conn)
         for m in available():
-            if m.version in done and done[m.version] != m.checksum:
+            if m.version in done and not m.applied_as(done[m.version]):
                 raise RuntimeError(
                     f"migration {m.version:04d}_{m.name} was changed after it was applied; "
                     "add a new migration instead"

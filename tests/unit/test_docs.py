@@ -12,9 +12,6 @@ DOCS = ROOT / "docs"
 # Not the project's own text: environments, data, build output.
 SKIPPED_DIRS = {".venv", ".data", ".git", "__pycache__", "build", "dist", "htmlcov", "node_modules"}
 SKIPPED_SUFFIXES = {".pyc", ".pyo", ".so", ".png", ".jpg", ".svg", ".gz", ".zip"}
-# A released migration is never edited (`migrate` checks its checksum); docs/README.md says how
-# to read the sections its comments cite.
-FROZEN = ROOT / "service" / "platform" / "migrations"  # checksummed once applied: never edited
 CITED_PAGE = re.compile(r"(?<![\w.-])docs/([\w.-]+\.md)")
 CITED_SECTION = re.compile(r'(?<![\w.-])docs/([\w.-]+\.md),\s+"([^"]+)"')
 # A section name may run over two comment lines: join them again.
@@ -36,11 +33,9 @@ def project_files() -> list[Path]:
     return found
 
 
-def texts(*, frozen: bool = True) -> dict[Path, str]:
+def texts() -> dict[Path, str]:
     out = {}
     for path in project_files():
-        if not frozen and FROZEN in path.parents:
-            continue
         out[path] = path.read_text(errors="replace")
     return out
 
@@ -82,7 +77,7 @@ def test_the_rules_keep_their_numbers_and_every_cited_rule_exists():
 def test_no_file_cites_the_contract_outside_the_repository():
     this = Path(__file__).resolve()
     found = sorted(f"{path.relative_to(ROOT)}:{number}"
-                   for path, text in texts(frozen=False).items() if path != this
+                   for path, text in texts().items() if path != this
                    for number, line in enumerate(text.splitlines(), start=1)
                    if "CONTRACT" in line or "/shared/" in line)
     assert not found, "point to docs/ instead:\n" + "\n".join(found)

@@ -1,7 +1,7 @@
--- The whole domain of CONTRACT.md sections 1 and 2.
+-- The whole domain of docs/rules.md.
 -- Times are timestamptz; dates (validity) are date in the organisation's TIME_ZONE.
 
--- Employees: identified for this integration by email (CONTRACT rule 2).
+-- Employees: identified for this integration by email (docs/rules.md, rule 2).
 CREATE TABLE employees (
     id               bigserial PRIMARY KEY,
     email            text NOT NULL,
@@ -41,7 +41,7 @@ CREATE TABLE courses (
 );
 
 -- Every status change ever seen, so that "was the course published when this result was
--- completed?" is answered by time and not by the order events arrive in (CONTRACT rule 6).
+-- completed?" is answered by time and not by the order events arrive in (docs/rules.md, rule 6).
 CREATE TABLE course_status_changes (
     id         bigserial PRIMARY KEY,
     course_id  bigint NOT NULL REFERENCES courses (id) ON DELETE CASCADE,
@@ -102,7 +102,7 @@ CREATE INDEX results_unmatched_idx ON results (email_normalized) WHERE status = 
 CREATE INDEX results_course_completed_idx ON results (course_id, completed_at);
 
 -- Grants: a competence registered on an employee. At most one per employee and competence
--- (CONTRACT rule 3). source = 'manual' marks a grant the integration did not create.
+-- (docs/rules.md, rule 3). source = 'manual' marks a grant the integration did not create.
 CREATE TABLE grants (
     id            bigserial PRIMARY KEY,
     employee_id   bigint NOT NULL REFERENCES employees (id) ON DELETE CASCADE,
@@ -138,7 +138,7 @@ CREATE TABLE grant_revocations (
 CREATE INDEX grant_revocations_employee_competence_idx
     ON grant_revocations (employee_id, competence_id);
 
--- Webhook ids already processed: a redelivery is dropped (CONTRACT section 3).
+-- Webhook ids already processed: a redelivery is dropped (docs/webhooks.md).
 CREATE TABLE webhook_receipts (
     webhook_id   text PRIMARY KEY,
     event_type   text NOT NULL,

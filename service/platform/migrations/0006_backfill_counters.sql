@@ -1,4 +1,4 @@
--- A link's backfill counters in the words of CONTRACT section 5 (workers/backfill.py says how
+-- A link's backfill counters in the words of docs/admin-api.md (workers/backfill.py says how
 -- each is counted): granted = results that granted the link's competence (grants created),
 -- already_held = passed results that earn it but created nothing, not_passed (including
 -- not_published: passed while the course was not published, rule 6), unmatched, errors =

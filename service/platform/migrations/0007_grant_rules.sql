@@ -7,7 +7,7 @@
 -- Parameters are spelt with the function's name where a table is in scope, so that a column
 -- added later under the same name cannot take their place.
 
--- CONTRACT rule 3: a grant is valid from the day the result was completed, in the
+-- docs/rules.md, rule 3: a grant is valid from the day the result was completed, in the
 -- organisation's time zone (23:30 UTC on 29 November is 30 November in Stockholm).
 CREATE FUNCTION valid_from(completed_at timestamptz, tz text) RETURNS date
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -19,7 +19,7 @@ CREATE FUNCTION valid_to(first_day date, valid_days integer) RETURNS date
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$ SELECT first_day + valid_days $$;
 
--- CONTRACT rule 6: the status a course had at a moment is that of its latest change at or
+-- docs/rules.md, rule 6: the status a course had at a moment is that of its latest change at or
 -- before it (by the change's own time, whatever order changes arrived in), with that change's
 -- time; at 'infinity' it is the course's status now. No row: no change by then, and a course
 -- is published until it changes (result_status says so). A table of zero or one row, so that
@@ -35,7 +35,7 @@ CREATE FUNCTION course_status_at(course bigint, moment timestamptz)
      LIMIT 1
     $$;
 
--- CONTRACT rules 1, 2 and 6: what a result earns, the first that applies: 'failed' (not
+-- docs/rules.md, rules 1, 2 and 6: what a result earns, the first that applies: 'failed' (not
 -- passed), 'course_not_published' (the course was not published when it was completed),
 -- 'unmatched' (no employee has its email), 'no_link' (its course grants no competence), else
 -- 'granted' (every competence linked to its course, subject to rules 3 and 5). A table of one
@@ -69,7 +69,7 @@ CREATE FUNCTION result_outcome(status text, created_grant boolean) RETURNS text
                 ELSE status END
     $$;
 
--- CONTRACT rule 5: a revocation bars re-granting its competence to its employee from the
+-- docs/rules.md, rule 5: a revocation bars re-granting its competence to its employee from the
 -- result it revoked, and from every result completed before (or when) it was revoked; only a
 -- later result grants it again.
 CREATE FUNCTION revocation_bars(revoked_result_id text, revoked_at timestamptz, result_id text,
@@ -77,7 +77,7 @@ CREATE FUNCTION revocation_bars(revoked_result_id text, revoked_at timestamptz, 
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$ SELECT revoked_result_id = result_id OR revoked_at >= completed_at $$;
 
--- CONTRACT rule 3 (renewal): a result that earns a competence the employee already holds
+-- docs/rules.md, rule 3 (renewal): a result that earns a competence the employee already holds
 -- extends the grant held only when the integration made it, it expires, the competence opted
 -- into renewal (renew_on_completion) and the new grant would end later. Otherwise the grant
 -- held stays as it is.
