@@ -27,8 +27,9 @@ SELECT count(*) AS total
  WHERE (%(course_id)s::bigint IS NULL OR l.course_id = %(course_id)s)
    AND (%(competence_id)s::bigint IS NULL OR l.competence_id = %(competence_id)s);
 
--- name: admin_links_page
--- One page of links with their course's status and the backfill's progress.
+-- name: link_row
+-- Not a statement: a link as the API shows it, with its course's status and the backfill's
+-- progress (admin_links_page and admin_link_get add which links).
 SELECT l.id, l.course_id, c.name AS course_name, c.status AS course_status,
        l.competence_id, comp.name AS competence_name, l.created_at, l.created_by,
        l.backfill_state, l.backfill_total, l.backfill_processed, l.backfill_granted,
@@ -38,22 +39,18 @@ SELECT l.id, l.course_id, c.name AS course_name, c.status AS course_status,
   FROM links l
   JOIN courses c ON c.id = l.course_id
   JOIN competences comp ON comp.id = l.competence_id
+
+-- name: admin_links_page
+-- One page of links.
+-- include: link_row
  WHERE (%(course_id)s::bigint IS NULL OR l.course_id = %(course_id)s)
    AND (%(competence_id)s::bigint IS NULL OR l.competence_id = %(competence_id)s)
  ORDER BY l.id
  LIMIT %(limit)s OFFSET %(offset)s;
 
 -- name: admin_link_get
--- One link with its course's status and the backfill's progress.
-SELECT l.id, l.course_id, c.name AS course_name, c.status AS course_status,
-       l.competence_id, comp.name AS competence_name, l.created_at, l.created_by,
-       l.backfill_state, l.backfill_total, l.backfill_processed, l.backfill_granted,
-       l.backfill_already_held, l.backfill_not_passed, l.backfill_not_published,
-       l.backfill_unmatched, l.backfill_errors, l.backfill_started_at, l.backfill_finished_at,
-       l.backfill_error
-  FROM links l
-  JOIN courses c ON c.id = l.course_id
-  JOIN competences comp ON comp.id = l.competence_id
+-- One link.
+-- include: link_row
  WHERE l.id = %(id)s;
 
 -- name: admin_link_insert

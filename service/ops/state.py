@@ -125,16 +125,8 @@ class StateCollector:
         yield duration
 
     def _database_families(self, state: DatabaseState, topo):
-        results = GaugeMetricFamily("cb_results", "Stored results, by status", labels=["status"])
-        for status, n in sorted(state.results.items()):
-            results.add_metric([status], n)
-        yield results
-
-        grants = GaugeMetricFamily("cb_grants", "Current grants, by source", labels=["source"])
-        for source, n in sorted(state.grants.items()):
-            grants.add_metric([source], n)
-        yield grants
-
+        yield _by_label("cb_results", "Stored results, by status", "status", state.results)
+        yield _by_label("cb_grants", "Current grants, by source", "source", state.grants)
         unmatched = GaugeMetricFamily("cb_unmatched_results",
                                       "Kept results that match no employee (the unmatched report)")
         unmatched.add_metric([], state.unmatched_results)
@@ -142,19 +134,10 @@ class StateCollector:
         emails = GaugeMetricFamily("cb_unmatched_emails", "Distinct emails of the unmatched results")
         emails.add_metric([], state.unmatched_emails)
         yield emails
-
         pending = {topo.queue(kind).name: 0 for kind in ("events", "backfill")}
         pending.update(state.dead_letters_pending)
-        dead = GaugeMetricFamily("cb_dead_letters_pending",
-                                 "Dead-lettered events not replayed yet", labels=["queue"])
-        for queue, n in sorted(pending.items()):
-            dead.add_metric([queue], n)
-        yield dead
-
-        links = GaugeMetricFamily("cb_backfill_links", "Links, by backfill state", labels=["state"])
-        for st, n in sorted(state.backfill_links.items()):
-            links.add_metric([st], n)
-        yield links
+        yield _by_label("cb_dead_letters_pending", "Dead-lettered events not replayed yet", "queue", pending)
+        yield _by_label("cb_backfill_links", "Links, by backfill state", "state", state.backfill_links)
 
         labels = ["link_id", "course_id", "competence_id"]
         counts = GaugeMetricFamily(
@@ -172,3 +155,11 @@ class StateCollector:
             ratio.add_metric(key, (b["processed"] / b["total"]) if b["total"] else 0.0)
         yield counts
         yield ratio
+
+
+def _by_label(name: str, documentation: str, label: str, values: dict) -> GaugeMetricFamily:
+    """One gauge with a sample per label value, in the order of the values."""
+    family = GaugeMetricFamily(name, documentation, labels=[label])
+    for value, n in sorted(values.items()):
+        family.add_metric([value], n)
+    return family
