@@ -35,7 +35,8 @@ def create_app(
     configure_logging()
     init_sentry(settings.sentry_dsn, "web", settings.environment)
     if pool is None:
-        pool = db.make_pool(db.database_url(settings), max_size=8, name="web")
+        pool = db.make_pool(db.database_url(settings), max_size=8, name="web",
+                           time_zone=settings.time_zone)
         pool.wait(timeout=30)
     publisher = publisher or Publisher(settings, pool)
 
@@ -78,8 +79,10 @@ def init_api(app: Flask) -> Api:
     from service.people import employees_api as employees, unmatched_api as unmatched
     from service.grants import api as grants
     from service.ingest import rejected_api as rejected
+    from service.events import api as subscriptions
 
-    for module in (courses, competences, links, employees, grants, unmatched, audit, ops, rejected):
+    for module in (courses, competences, links, employees, grants, unmatched, audit, ops, rejected,
+                   subscriptions):
         module.register(api)
     auth.check_declared(app)
     app.before_request(auth.authenticate)

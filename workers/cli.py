@@ -14,7 +14,7 @@ from service.platform.commands import settings as load_settings
 
 
 @main.command()
-@click.option("--queue", type=click.Choice(["events", "backfill", "all"]), default="all")
+@click.option("--queue", type=click.Choice(["events", "backfill", "deliveries", "all"]), default="all")
 def worker(queue: str) -> None:
     """Consume queued events and commit their grants."""
     from workers.run import run_workers
@@ -47,7 +47,8 @@ def backfill(link_id: int, page_size: int):
     from workers.backfill import Backfill, LinkBusy
 
     settings = load_settings()
-    pool = db.make_pool(database_url(settings), max_size=2, name="backfill-cli")
+    pool = db.make_pool(database_url(settings), max_size=2, name="backfill-cli",
+                        time_zone=settings.time_zone)
     pool.wait(timeout=30)
     client = InfoCaptionClient.from_settings(settings)
     bar = tqdm(total=0, unit=" results", desc=f"link {link_id}")

@@ -6,8 +6,11 @@ import signal
 import threading
 import time
 
+from datetime import date, datetime
+
 import psycopg
 
+from service.events import outbox as events_outbox
 from service.platform import db
 from service.platform.config import Settings
 from service.platform.messaging import Publisher, PublishError
@@ -17,6 +20,9 @@ from workers.jobs import Job
 from workers.reconcile import periodic_jobs
 
 log = logging.getLogger(__name__)
+
+# How often the expiry notices are looked for: each is due on a day, and sent once.
+EXPIRY_NOTICES_INTERVAL_S = 300.0
 
 # Any fixed number; every scheduler process competes for it and only the holder works.
 SCHEDULER_LOCK_KEY = 7_413_002
@@ -39,19 +45,28 @@ def relay_outbox(pool, publisher: Publisher, limit: int = 100) -> int:
     return sent
 
 
+def notice_expiries(pool, settings: Settings, today: date | None = None) -> dict:
+    """grant.expiring and grant.expired notices due today, once each (docs/events.md)."""
+    with pool.connection() as conn:
+        return events_outbox.notice_expiries(conn, settings, today or datetime.now(settings.tz).date())
+
+
 class Scheduler:
     """Hold the advisory lock on a dedicated connection and run due jobs."""
 
     def __init__(self, settings: Settings, database_url: str, jobs: list[Job] | None = None):
         self.settings = settings
         self.database_url = database_url
-        self.pool = db.make_pool(database_url, max_size=3, name="scheduler")
+        self.pool = db.make_pool(database_url, max_size=3, name="scheduler",
+                                time_zone=settings.time_zone)
         self.publisher = Publisher(settings, self.pool)
         self.stopping = threading.Event()
         self.jobs = jobs if jobs is not None else self.default_jobs()
 
     def default_jobs(self) -> list[Job]:
         jobs = [Job("outbox", 1.0, lambda: relay_outbox(self.pool, self.publisher))]
+        jobs.append(Job("expiry_notices", EXPIRY_NOTICES_INTERVAL_S,
+                        lambda: notice_expiries(self.pool, self.settings)))
         jobs.append(Job("prune_rejected_webhooks", housekeeping.PRUNE_INTERVAL_S, lambda: housekeeping.prune_rejected_webhooks(self.pool, self.settings.rejected_retention_days)))
         return jobs + periodic_jobs(self.settings, self.pool, self.publisher)
 

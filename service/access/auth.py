@@ -34,6 +34,7 @@ PERMISSION_BY_BLUEPRINT = {
     "audit": INTEGRATIONS,
     "operations": INTEGRATIONS,
     "rejected": INTEGRATIONS,
+    "subscriptions": INTEGRATIONS,
     "competences": SETTINGS,
     "employees": SETTINGS,
 }

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import psycopg
 
+from service.events import outbox
 from service.ops.audit import audit
 from service.platform import db
 from service.platform.errors import Conflict, Invalid, NotFound
@@ -114,6 +115,7 @@ def delete_competence(conn: psycopg.Connection, competence_id: int, *, actor: st
     if children:
         raise Conflict(f"{node['kind']} {competence_id} still has children; delete or move them first",
                        {"children": children})
+    outbox.competence_deleted(conn, competence_id)  # grant.deleted, before the grants go
     grants = conn.execute(db.q("admin_competence_delete_grants"), {"id": competence_id}).fetchone()["n"]
     links = conn.execute(db.q("admin_competence_delete_links"), {"id": competence_id}).fetchone()["n"]
     conn.execute(db.q("admin_competence_delete"), {"id": competence_id})

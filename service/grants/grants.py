@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import psycopg
 
+from service.events import outbox
 from service.ops.audit import audit
 from service.platform import db
 from service.platform.errors import Conflict, Invalid, NotFound
@@ -37,6 +38,7 @@ def revoke_grant(conn: psycopg.Connection, grant_id: int, reason: str, *, actor:
         "valid_from": grant["valid_from"], "valid_to": grant["valid_to"],
         "reason": reason, "revoked_by": actor,
     }).fetchone()
+    outbox.grant_revoked(conn, grant, revoked_at=revocation["revoked_at"], reason=reason)
     audit(conn, actor, "grant.revoke", f"grant:{grant_id}", grant,
           {"reason": reason, "revocation_id": revocation["id"]})
     return revocation

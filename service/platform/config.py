@@ -15,6 +15,11 @@ DEMO_WEBHOOK_SECRET = "whsec_ZGVtby1zZWNyZXQtY29tcGV0ZW5jZS1icmlkZ2U="
 DEMO_CLIENT_ID = "demo-client"
 DEMO_CLIENT_SECRET = "demo-secret"
 DEMO_SIMULATOR_URL = "http://127.0.0.1:8001"
+# Encrypts subscription secrets in demo mode only (docs/events.md, "Secrets"); a Fernet key.
+DEMO_ENCRYPTION_KEY = "ZGVtby1lbmNyeXB0aW9uLWtleS1jb21wZXRlbmNlISE="
+DEMO_MAIL_FROM = "kompetens@demo.invalid"
+# The lead times of grant.expiring notices and reminder mails, in days (EXPIRY_NOTICE_DAYS).
+DEFAULT_EXPIRY_NOTICE_DAYS = (90, 30, 7)
 # Outside demo mode these must be set: the process stops at start naming the first one missing.
 REQUIRED = ("INFOCAPTION_BASE_URL", "INFOCAPTION_CLIENT_ID", "INFOCAPTION_CLIENT_SECRET",
             "INFOCAPTION_WEBHOOK_SECRETS")
@@ -58,6 +63,13 @@ class Settings:
     demo: bool
     environment: str = "production"
     rejected_retention_days: int = 30
+    # Outgoing events and reminder mails (docs/events.md).
+    encryption_keys: tuple[str, ...] = ()
+    expiry_notice_days: tuple[int, ...] = DEFAULT_EXPIRY_NOTICE_DAYS
+    smtp_url: str | None = None
+    mail_from: str | None = None
+    subscriber_allow_private: bool = False
+    ca_bundle: str | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -97,6 +109,50 @@ def _webhook_secrets(raw: str) -> tuple[str, ...]:
     return secrets
 
 
+def _encryption_keys(raw: str) -> tuple[str, ...]:
+    """Split and check ENCRYPTION_KEY: Fernet keys (url-safe base64 of 32 bytes), first encrypts."""
+    keys = tuple(k for k in re.split(r"[\s,]+", raw) if k)
+    for position, key in enumerate(keys, start=1):
+        try:
+            decoded = base64.urlsafe_b64decode(key.encode("ascii"))
+        except (binascii.Error, ValueError, UnicodeEncodeError):
+            decoded = b""
+        if len(decoded) != 32:
+            raise ConfigError(f"ENCRYPTION_KEY (key {position} of {len(keys)}) is not a Fernet key "
+                              "(url-safe base64 of 32 bytes)")
+    return keys
+
+
+def _expiry_notice_days(raw: str) -> tuple[int, ...]:
+    """EXPIRY_NOTICE_DAYS: lead times in days, e.g. `90,30,7`; empty: the default."""
+    if not raw.strip():
+        return DEFAULT_EXPIRY_NOTICE_DAYS
+    try:
+        days = sorted({int(part) for part in re.split(r"[\s,]+", raw.strip()) if part}, reverse=True)
+    except ValueError:
+        raise ConfigError(f"EXPIRY_NOTICE_DAYS must be whole numbers of days, got {raw!r}") from None
+    if not days or days[-1] < 1 or days[0] > 3660:
+        raise ConfigError(f"EXPIRY_NOTICE_DAYS must be days between 1 and 3660, got {raw!r}")
+    return tuple(days)
+
+
+def _smtp_url(raw: str) -> str | None:
+    """SMTP_URL: `smtp://host:port` or `smtps://user:pass@host:port`; the message hides the password."""
+    raw = raw.strip()
+    if not raw:
+        return None
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ConfigError("SMTP_URL is not a URL (smtp://host:port or smtps://user:pass@host:port)") from None
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ConfigError("SMTP_URL must be smtp://host:port or smtps://user:pass@host:port")
+    return raw
+
+
 def load(env: dict | None = None) -> Settings:
     """Read the settings, failing fast with a message that names the variable."""
     env = dict(os.environ if env is None else env)
@@ -117,6 +173,10 @@ def load(env: dict | None = None) -> Settings:
         ZoneInfo(time_zone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"TIME_ZONE {time_zone!r} is not a known IANA time zone") from None
+    smtp_url = _smtp_url(env.get("SMTP_URL", ""))
+    mail_from = env.get("MAIL_FROM", "").strip() or (DEMO_MAIL_FROM if demo else "")
+    if smtp_url and not mail_from:
+        raise ConfigError("MAIL_FROM is required when SMTP_URL is set (the sender of reminder mails)")
     prefix = env.get("QUEUE_PREFIX", "").strip() or "competence_bridge"
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", prefix):
         raise ConfigError("QUEUE_PREFIX may hold letters, digits, '_', '.', '-' only")
@@ -140,6 +200,14 @@ def load(env: dict | None = None) -> Settings:
         demo=demo,
         environment=env.get("ENVIRONMENT", "").strip() or ("demo" if demo else "production"),
         rejected_retention_days=_int(env, "REJECTED_RETENTION_DAYS", 30),
+        encryption_keys=_encryption_keys(env.get("ENCRYPTION_KEY", "")) or
+        ((DEMO_ENCRYPTION_KEY,) if demo else ()),
+        expiry_notice_days=_expiry_notice_days(env.get("EXPIRY_NOTICE_DAYS", "")),
+        smtp_url=smtp_url,
+        mail_from=mail_from or None,
+        subscriber_allow_private=_flag(env, "SUBSCRIBER_ALLOW_PRIVATE"),
+        ca_bundle=(env.get("REQUESTS_CA_BUNDLE", "").strip() or env.get("SSL_CERT_FILE", "").strip()
+                   or None),
     )
 
 

@@ -57,9 +57,9 @@ def database_url(settings: Settings) -> str:
     return server.get_uri()
 
 
-def connect(url: str, **kwargs) -> psycopg.Connection:
+def connect(url: str, *, time_zone: str | None = None, **kwargs) -> psycopg.Connection:
     """Open one connection (CLI commands, tests); services use the pool."""
-    return psycopg.connect(url, **{**connect_kwargs(url), **kwargs})
+    return psycopg.connect(url, **{**connect_kwargs(url, time_zone=time_zone), **kwargs})
 
 
 # Session settings of every pooled connection. random_page_cost 1.1 (the usual value for data
@@ -71,19 +71,25 @@ def connect(url: str, **kwargs) -> psycopg.Connection:
 SESSION_OPTIONS = "-c random_page_cost=1.1"
 
 
-def connect_kwargs(url: str) -> dict:
+def connect_kwargs(url: str, *, time_zone: str | None = None) -> dict:
     """Keyword arguments for psycopg.connect: dict rows and SESSION_OPTIONS (after the URL's)."""
     own = conninfo_to_dict(url).get("options")
-    return {"row_factory": dict_row, "options": f"{own} {SESSION_OPTIONS}" if own else SESSION_OPTIONS}
+    options = f"{own} {SESSION_OPTIONS}" if own else SESSION_OPTIONS
+    if time_zone:
+        # The organisation's day of the statuses in outgoing events (migration 0011, event_day;
+        # docs/events.md, "The body"): TIME_ZONE, checked by config.load.
+        options += f" -c competence_bridge.time_zone={time_zone}"
+    return {"row_factory": dict_row, "options": options}
 
 
-def make_pool(url: str, *, min_size: int = 1, max_size: int = 4, name: str = "cb") -> ConnectionPool:
+def make_pool(url: str, *, min_size: int = 1, max_size: int = 4, name: str = "cb",
+              time_zone: str | None = None) -> ConnectionPool:
     """Make this process's pool; call after fork and wait for it at boot."""
     return ConnectionPool(
         url,
         min_size=min_size,
         max_size=max_size,
-        kwargs=connect_kwargs(url),
+        kwargs=connect_kwargs(url, time_zone=time_zone),
         name=name,
         open=True,
         check=ConnectionPool.check_connection,

@@ -63,3 +63,14 @@ def serve_metrics(port: int | None, addr: str = "0.0.0.0"):
         return None
     log.info("serving metrics on %s:%s", addr, server.server_port)
     return server
+
+# Outgoing events (docs/events.md, "Delivery"): attempts by channel (webhook, mail) and outcome
+# (delivered, retry, failed), and how long each took.
+DELIVERIES = Counter(
+    "cb_event_deliveries_total", "Outgoing event deliveries attempted, by channel and outcome",
+    ["channel", "outcome"]
+)
+DELIVERY_SECONDS = Histogram(
+    "cb_event_delivery_seconds", "How long one delivery attempt took, by channel", ["channel"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15),
+)

@@ -1,0 +1,1 @@
+"""Outgoing events: subscriptions, the event outbox, its delivery and reminder mails (docs/events.md)."""

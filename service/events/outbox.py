@@ -1,0 +1,45 @@
+"""Events written in the transaction of the change that causes them (docs/events.md, "Types").
+
+grant.created and grant.renewed come from a trigger on every INSERT into grants (migration
+0011), whichever path inserts; the functions here are called by the domain functions that
+revoke a grant or delete a competence, and by the scheduler's expiry job.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime
+
+import psycopg
+
+from service.platform import db
+from service.platform.config import Settings
+
+log = logging.getLogger(__name__)
+
+GRANT_FIELDS = ("id", "employee_id", "competence_id", "valid_from", "valid_to", "course_id",
+                "result_id", "source")
+
+
+def grant_revoked(conn: psycopg.Connection, grant: dict, *, revoked_at: datetime, reason: str) -> None:
+    """Emit grant.revoked for a grant (its row as it was), for the subscriptions that want it."""
+    params = {name: grant.get(name) for name in GRANT_FIELDS}
+    conn.execute(db.q("events_emit_grant"), {**params, "type": "grant.revoked",
+                                             "revoked_at": revoked_at, "revoked_reason": reason})
+
+
+def competence_deleted(conn: psycopg.Connection, competence_id: int) -> None:
+    """Emit grant.deleted for every grant of a competence; call before deleting them."""
+    conn.execute(db.q("events_emit_competence_deleted"), {"competence_id": competence_id})
+
+
+def notice_expiries(conn: psycopg.Connection, settings: Settings, today: date) -> dict:
+    """Record the expiry notices due `today` and emit their events and mails; return counts."""
+    since = conn.execute(db.q("notices_start"), {"today": today}).fetchone()["since"]
+    counts = conn.execute(db.q("notices_due"), {
+        "today": today, "since": since, "leads": list(settings.expiry_notice_days),
+        "mail": bool(settings.smtp_url),
+    }).fetchone()
+    if counts["noticed"]:
+        log.info("expiry notices for %s: %s noticed, %s events, %s deliveries, %s mails", today,
+                 counts["noticed"], counts["events"], counts["webhooks"], counts["mails"])
+    return dict(counts)
