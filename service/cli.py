@@ -161,6 +161,8 @@ def send_webhook(email: str, course_id: int, course_name: str, failed: bool, res
 from service.demo.commands import seed_demo, simulate  # noqa: E402
 main.add_command(seed_demo)
 main.add_command(simulate)
+from service.demo.mailsink import mail_sink  # noqa: E402
+main.add_command(mail_sink)
 from service.ops.status import status  # noqa: E402
 main.add_command(status)
 

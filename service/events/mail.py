@@ -14,6 +14,7 @@ import psycopg
 from service.events.outcome import Outcome
 from service.platform import db
 from service.platform.config import Settings
+from service.platform.observability import scrub_text
 
 log = logging.getLogger(__name__)
 
@@ -86,5 +87,7 @@ def send_reminder(conn: psycopg.Connection, settings: Settings, row: dict) -> Ou
     try:
         send_message(settings, message)
     except (smtplib.SMTPException, OSError) as exc:
-        return Outcome(False, getattr(exc, "smtp_code", None), f"{exc.__class__.__name__}: {exc}"[:500])
+        # An SMTP error may quote the recipient: the log keeps it masked.
+        return Outcome(False, getattr(exc, "smtp_code", None),
+                       scrub_text(f"{exc.__class__.__name__}: {exc}")[:500])
     return Outcome(True, 250)

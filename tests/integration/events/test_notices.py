@@ -155,3 +155,27 @@ class _OnConnection:
         from contextlib import nullcontext
 
         return nullcontext(self.conn)
+
+
+def test_the_demo_mail_sink_prints_each_mail_it_receives(event_settings):
+    from datetime import date
+
+    from aiosmtpd.controller import Controller
+
+    from service.demo.mailsink import PrintingHandler
+    from service.events import mail
+    from tests.integration.events.conftest import free_port
+
+    printed: list[str] = []
+    port = free_port()
+    controller = Controller(PrintingHandler(echo=printed.append), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        s = with_changes(event_settings, smtp_url=f"smtp://127.0.0.1:{port}", mail_from="kompetens@demo.invalid")
+        mail.send_message(s, mail.compose(s, to="anna@kommun.se", first_name="Anna", competence="HLR vuxen",
+                                          valid_to=date(2027, 6, 30), courses=["HLR grund"], webhook_id="msg_1"))
+    finally:
+        controller.stop()
+    [text] = printed
+    assert "Subject: Påminnelse: din kompetens HLR vuxen går ut 30 juni 2027" in text
+    assert "  - HLR grund" in text and "To: a***@kommun.se" in text
