@@ -217,9 +217,6 @@ UPDATE event_deliveries
        last_status = %(status)s, last_error = %(error)s, next_attempt_at = %(next_attempt_at)s
  WHERE id = %(id)s;
 
--- name: deliveries_pending_count
--- Deliveries waiting, for the metrics (by channel).
-SELECT channel, count(*) AS n FROM event_deliveries WHERE state = 'pending' GROUP BY channel;
 
 -- name: mail_recipient
 -- Who a reminder goes to, as the employee is now (an email corrected since is used).

@@ -42,6 +42,7 @@ class DatabaseState:
     dead_letters_pending: dict[str, int] = field(default_factory=dict)
     backfill_links: dict[str, int] = field(default_factory=dict)
     backfills: list[dict] = field(default_factory=list)
+    event_deliveries: dict[str, int] = field(default_factory=dict)
 
 
 def database_state(conn, *, timeout_s: float = STATE_TIMEOUT_S,
@@ -66,6 +67,7 @@ def database_state(conn, *, timeout_s: float = STATE_TIMEOUT_S,
     state.backfills = conn.execute(
         db.q("obs_backfills_unfinished"), {"limit": backfill_limit}
     ).fetchall()
+    state.event_deliveries = {r["state"]: r["n"] for r in conn.execute(db.q("obs_event_deliveries")).fetchall()}
     return state
 
 
@@ -138,6 +140,8 @@ class StateCollector:
         pending.update(state.dead_letters_pending)
         yield _by_label("cb_dead_letters_pending", "Dead-lettered events not replayed yet", "queue", pending)
         yield _by_label("cb_backfill_links", "Links, by backfill state", "state", state.backfill_links)
+        yield _by_label("cb_event_deliveries", "Outgoing event deliveries waiting (pending) and failed "
+                        "for good (failed; re-sendable from the delivery log)", "state", state.event_deliveries)
 
         labels = ["link_id", "course_id", "competence_id"]
         counts = GaugeMetricFamily(

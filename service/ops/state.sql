@@ -52,3 +52,10 @@ JOIN employees e ON e.id = g.employee_id
 JOIN competences c ON c.id = g.competence_id
 ORDER BY g.created_at DESC, g.id DESC
 LIMIT %(limit)s;
+
+-- name: obs_event_deliveries
+-- Outgoing event deliveries waiting and failed for good (docs/events.md, "Delivery"); both
+-- read through partial indexes, never the delivered history.
+SELECT 'pending' AS state, count(*) AS n FROM event_deliveries WHERE state = 'pending'
+UNION ALL
+SELECT 'failed', count(*) FROM event_deliveries WHERE state = 'failed';

@@ -151,6 +151,9 @@ def test_after_24_hours_of_failures_a_delivery_is_failed_and_can_be_re_sent(conn
     assert now - T0 < timedelta(hours=28)
     assert attempts >= 10, "exponential backoff, not one retry a day"
     assert deliver_due(pool, sender, now=now + timedelta(days=3)) == 0, "failed for good: not retried"
+    from service.ops.state import database_state
+
+    assert database_state(conn).event_deliveries == {"pending": 0, "failed": 1}, "the gauge ops alert on"
 
     api = Api(app.test_client(), tokens.create(conn, "admin", ["administer_competence_integrations"], actor="test"))
     listed = api.get(f"/api/v1/subscriptions/{sub['id']}/deliveries?state=failed")
