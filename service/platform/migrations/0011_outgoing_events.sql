@@ -154,3 +154,37 @@ $$;
 CREATE TRIGGER grants_emit_inserted AFTER INSERT ON grants
     REFERENCING NEW TABLE AS new_grants
     FOR EACH STATEMENT EXECUTE FUNCTION grants_emit_inserted();
+
+-- grant.renewed also for a grant renewed in place (its valid_to moved on by a later pass, as the
+-- grant step did before grant periods): a statement-level trigger comparing the old and new rows;
+-- a revocation (revoked_at set) is not a renewal. Nothing while no subscription wants the type.
+CREATE FUNCTION grants_emit_renewed_in_place() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM subscriptions s WHERE 'grant.renewed' = ANY (s.events)) THEN
+        RETURN NULL;
+    END IF;
+    WITH emitted AS (
+        INSERT INTO events (type, grant_id, body)
+        SELECT 'grant.renewed', n.id,
+               grant_event_body('grant.renewed', now(), n.id, n.employee_id, n.competence_id,
+                                n.valid_from, n.valid_to, n.revoked_at, n.revoked_reason,
+                                n.course_id, n.result_id, n.source)
+          FROM new_grants n JOIN old_grants o ON o.id = n.id
+         WHERE n.valid_to IS DISTINCT FROM o.valid_to
+           AND n.revoked_at IS NULL AND o.revoked_at IS NULL
+         ORDER BY n.id
+        RETURNING id, type, grant_id
+    )
+    INSERT INTO event_deliveries (event_id, subscription_id, channel, grant_id)
+    SELECT e.id, s.id, 'webhook', e.grant_id
+      FROM emitted e JOIN subscriptions s ON e.type = ANY (s.events)
+     ORDER BY e.id, s.id;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER grants_emit_renewed_in_place AFTER UPDATE ON grants
+    REFERENCING OLD TABLE AS old_grants NEW TABLE AS new_grants
+    FOR EACH STATEMENT EXECUTE FUNCTION grants_emit_renewed_in_place();

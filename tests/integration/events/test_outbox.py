@@ -135,3 +135,15 @@ def test_the_status_in_the_body_is_that_of_the_organisations_day(conn, database_
     with db.connect(database_url, time_zone="Pacific/Kiritimati") as c:
         assert c.execute("SELECT current_setting('competence_bridge.time_zone') AS tz").fetchone()["tz"] \
             == "Pacific/Kiritimati"
+
+
+def test_a_grant_renewed_in_place_is_renewed_and_a_revocation_is_not(conn, event_settings, receiver):
+    ids = seed(conn)
+    subscribe(conn, event_settings, receiver, ["grant.renewed"])
+    grant_id = grant(conn, ids)
+    conn.execute("UPDATE grants SET valid_to = '2030-11-28', result_id = 'r-new' WHERE id = %s", (grant_id,))
+    conn.execute("UPDATE grants SET updated_at = now() WHERE id = %s", (grant_id,))  # no renewal
+    conn.execute("UPDATE grants SET revoked_at = now(), revoked_reason = 'fel' WHERE id = %s", (grant_id,))
+    rows = events(conn)
+    assert [(e["type"], e["grant_id"]) for e in rows] == [("grant.renewed", grant_id)]
+    assert rows[0]["body"]["data"]["grant"]["valid_to"] == "2030-11-28"
