@@ -121,8 +121,8 @@ LIMIT 1;
 -- statement (docs/events.md, "Expiry notices"). grant.expiring: a grant that has not ended,
 -- is not revoked and is not followed by a later grant gets the notice of the tightest lead
 -- time it has reached, once. grant.expired: a grant that ended, was not revoked and existed
--- before it ended, once, the day after valid_to or at the next run. Only notices falling due
--- since the job's first run; a scheduler that was down catches up at its next run.
+-- before it ended, once, the day after valid_to or at the next run, if that day came after the
+-- job's first run. A scheduler that was down catches up at its next run.
 WITH leads AS (
     SELECT unnest(%(leads)s::integer[]) AS lead_days
 ), due AS (
@@ -135,7 +135,6 @@ WITH leads AS (
        AND g.valid_to <= %(today)s + (SELECT max(x.lead_days) FROM leads x)
        AND g.valid_from <= %(today)s
        AND l.lead_days IS NOT NULL
-       AND g.valid_to - l.lead_days >= %(since)s
        AND NOT EXISTS (SELECT 1 FROM grants later
                         WHERE later.employee_id = g.employee_id
                           AND later.competence_id = g.competence_id

@@ -84,12 +84,20 @@ def test_revoked_renewed_and_historical_grants_get_no_notices(conn, pool, event_
     assert _notices(conn) == []
 
 
-def test_notices_never_reach_back_before_the_jobs_first_run(conn, pool, event_settings, receiver):
+def test_expired_never_reaches_back_before_the_jobs_first_run(conn, pool, event_settings, receiver):
     ids = seed(conn)
     subscribe(conn, event_settings, receiver, ALL)
     grant(conn, ids, valid_from="2025-07-01", valid_to=END.isoformat(), created_at="2025-07-01T10:00:00Z")
     notice_expiries(pool, event_settings, END + timedelta(days=40))  # first run, long after
     assert _notices(conn) == []
+
+
+def test_the_first_run_notices_grants_already_inside_a_lead_time(conn, pool, event_settings, receiver):
+    ids = seed(conn)
+    subscribe(conn, event_settings, receiver, ALL)
+    grant(conn, ids, valid_from="2025-07-01", valid_to=END.isoformat(), created_at="2025-07-01T10:00:00Z")
+    notice_expiries(pool, event_settings, END - timedelta(days=20))  # the job's first run
+    assert _notices(conn) == [("grant.expiring", 30)]
 
 
 def test_changed_lead_times_apply_from_the_next_run(conn, pool, event_settings, receiver):
