@@ -1,0 +1,44 @@
+"""The Procfile's `worker` process runs the delivery loop: set up only through the environment."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from tests.conftest import SECRET, wait_for
+from tests.integration.events.conftest import ENCRYPTION_KEY
+from tests.integration.events.helpers import deliveries, grant, seed, subscribe
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_the_worker_process_delivers_with_the_ca_bundle_of_its_environment(conn, database_url, broker_url,
+                                                                          event_settings, receiver, test_ca):
+    _, bundle = test_ca
+    ids = seed(conn)
+    sub = subscribe(conn, event_settings, receiver, ["grant.created"])
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+           "DATABASE_URL": database_url, "BROKER_URL": broker_url,
+           "QUEUE_PREFIX": f"cbev_{uuid.uuid4().hex[:10]}", "INFOCAPTION_BASE_URL": "http://127.0.0.1:9",
+           "INFOCAPTION_CLIENT_ID": "t", "INFOCAPTION_CLIENT_SECRET": "t", "INFOCAPTION_WEBHOOK_SECRETS": SECRET,
+           "METRICS_PORT": "0", "ENCRYPTION_KEY": ENCRYPTION_KEY, "SUBSCRIBER_ALLOW_PRIVATE": "1",
+           "REQUESTS_CA_BUNDLE": bundle, "PYTHONUNBUFFERED": "1"}
+    env.pop("SSL_CERT_FILE", None)
+    proc = subprocess.Popen([str(BIN / "competence-bridge"), "worker", "--queue", "deliveries"], env=env,
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        grant_id = grant(conn, ids)
+        wait_for(lambda: receiver.requests or proc.poll() is not None, timeout=60,
+                 message="the worker delivered the event")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
+    [request] = receiver.requests
+    assert request["verified"] and request["json"]["data"]["grant"]["id"] == grant_id
+    assert deliveries(conn, sub["id"])[0]["state"] == "delivered"
+    assert b"anna.andersson@kommun.se" not in out
