@@ -8,10 +8,8 @@ tests drive the retry schedule without waiting for it.
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
-import socket
 import ssl
 import threading
 import time
@@ -26,7 +24,8 @@ from standardwebhooks import Webhook
 
 from service.events import mail as mail_mod
 from service.events.outcome import Outcome
-from service.events.subscriptions import NotConfigured, decrypt_secret, public_address
+from service.events.guard import Refused, resolve
+from service.events.subscriptions import NotConfigured, decrypt_secret
 from service.platform import db
 from service.platform.config import Settings
 from service.platform.metrics import DELIVERIES, DELIVERY_SECONDS
@@ -52,39 +51,10 @@ def retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=min(FIRST_RETRY_S * RETRY_FACTOR ** max(attempts - 1, 0), MAX_RETRY_S))
 
 
-class Refused(Exception):
-    """The target may not be contacted (scheme, private address, resolution)."""
-
-
 def ssl_context(settings: Settings) -> ssl.SSLContext:
     """Verify against the system trust store, or the bundle of REQUESTS_CA_BUNDLE / SSL_CERT_FILE."""
     return ssl.create_default_context(cafile=settings.ca_bundle) if settings.ca_bundle \
         else ssl.create_default_context()
-
-
-def resolve(url: str, settings: Settings) -> tuple[str, str, int, str]:
-    """Check a subscriber URL now and return (scheme, host, port, address to connect to)."""
-    parts = urlsplit(url)
-    allowed = ("https", "http") if settings.demo else ("https",)
-    if parts.scheme not in allowed:
-        raise Refused(f"refused: {parts.scheme}:// (https:// is required outside demo mode)")
-    host = parts.hostname
-    if not host:
-        raise Refused("refused: the url has no host")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise Refused(f"cannot resolve the host: {exc}") from None
-    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
-    if not addresses:
-        raise Refused("cannot resolve the host: no address")
-    if not settings.subscriber_allow_private:
-        private = [str(a) for a in addresses if not public_address(a)]
-        if private:
-            raise Refused(f"refused: the host resolves to a loopback, private or link-local address "
-                          f"({private[0]}); SUBSCRIBER_ALLOW_PRIVATE=1 allows it")
-    return parts.scheme, host, port, str(addresses[0])
 
 
 def post(url: str, body: bytes, headers: dict, settings: Settings, *,

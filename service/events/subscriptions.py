@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import psycopg
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from service.events.guard import Refused, public_address, resolve
 from service.ops.audit import audit
 from service.platform import db
 from service.platform.config import Settings
@@ -70,17 +71,20 @@ def check_url(url: str, settings: Settings) -> None:
         if parts.hostname.lower().rstrip(".") in ("localhost",) or parts.hostname.lower().endswith(".localhost"):
             raise Invalid("the url names this machine", {"url": ["loopback; set SUBSCRIBER_ALLOW_PRIVATE=1 "
                                                                "for on-premises receivers"]}) from None
+        check_resolved(url, settings)
         return
     if not public_address(address):
         raise Invalid("the url names a loopback, private or link-local address",
                       {"url": ["not a public address; set SUBSCRIBER_ALLOW_PRIVATE=1 for on-premises receivers"]})
 
 
-def public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Tell whether an address is a public unicast one (not loopback, private, link-local …)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_global and not address.is_multicast
+def check_resolved(url: str, settings: Settings) -> None:
+    """Refuse a host that resolves to a private address now; one that does not resolve yet passes."""
+    try:
+        resolve(url, settings)
+    except Refused as exc:
+        if str(exc).startswith("refused"):
+            raise Invalid(str(exc), {"url": [str(exc)]}) from None
 
 
 def create_subscription(conn: psycopg.Connection, settings: Settings, data: dict, *, actor: str) -> dict:

@@ -139,3 +139,21 @@ def test_settings_of_events_are_read_and_checked(event_settings):
                      "INFOCAPTION_WEBHOOK_SECRETS": "whsec_" + "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB"})
     rotated = config.load({**base, "ENCRYPTION_KEY": f"{Fernet.generate_key().decode()}, {ENCRYPTION_KEY}"})
     assert len(rotated.encryption_keys) == 2 and rotated.encryption_keys[1] == ENCRYPTION_KEY
+
+
+def test_a_host_name_that_resolves_to_a_private_address_is_refused_at_creation(api, conn, monkeypatch):
+    import socket
+
+    real = socket.getaddrinfo
+
+    def resolver(host, *args, **kwargs):  # the organisation's DNS, as it answers for an internal name
+        if host == "hooks.internal.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.20.30.40", 443))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    answer = api.post("/api/v1/subscriptions", json={"url": "https://hooks.internal.example/x",
+                                                      "events": ["grant.created"]})
+    assert answer.status_code == 422 and "10.20.30.40" in answer.get_json()["message"]
+    # A name that does not resolve (yet) is accepted: it is checked again at every delivery.
+    assert api.post("/api/v1/subscriptions", json={"url": URL, "events": ["grant.created"]}).status_code == 201
