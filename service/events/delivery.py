@@ -134,7 +134,8 @@ class Sender:
         except NotConfigured as exc:
             return Outcome(False, None, str(exc))
         body = json.dumps(row["body"], separators=(",", ":"), ensure_ascii=False)
-        headers = signed_headers(secret, row["webhook_id"], body, now)
+        # Signed at the real time, whatever clock schedules: receivers check it against theirs.
+        headers = signed_headers(secret, row["webhook_id"], body, utcnow())
         return post(row["url"], body.encode("utf-8"), headers, self.settings,
                     timeout_s=self.timeout_s, context=self.context)
 
@@ -156,7 +157,7 @@ def deliver_one(pool: ConnectionPool, sender: Sender, now: datetime) -> dict | N
             conn.execute(db.q("delivery_delivered"), {"id": row["id"], "now": now, "status": outcome.status})
             DELIVERIES.labels(row["channel"], "delivered").inc()
         else:
-            past = now - row["retry_since"] >= RETRY_HORIZON
+            past = now - (row["retry_since"] or now) >= RETRY_HORIZON
             conn.execute(db.q("delivery_retry"), {
                 "id": row["id"], "now": now, "status": outcome.status,
                 "error": (outcome.error or "")[:ERROR_TEXT], "state": "failed" if past else "pending",

@@ -58,7 +58,7 @@ SELECT d.id, d.event_id, e.webhook_id, e.type, d.grant_id, d.state, d.attempts,
 -- name: delivery_resend
 -- Put a delivered or failed delivery back in line, its retry horizon counted from now.
 UPDATE event_deliveries
-   SET state = 'pending', next_attempt_at = %(now)s, retry_since = %(now)s, delivered_at = NULL
+   SET state = 'pending', next_attempt_at = %(now)s, retry_since = NULL, delivered_at = NULL
  WHERE id = %(id)s AND subscription_id = %(subscription_id)s AND state <> 'pending'
 RETURNING id;
 
@@ -206,14 +206,17 @@ SELECT d.id, d.event_id, d.subscription_id, d.channel, d.grant_id, d.attempts, d
 -- A 2xx answer (or a mail the server took): done.
 UPDATE event_deliveries
    SET state = 'delivered', attempts = attempts + 1, last_attempt_at = %(now)s,
-       last_status = %(status)s, last_error = NULL, delivered_at = %(now)s
+       last_status = %(status)s, last_error = NULL, delivered_at = %(now)s,
+       retry_since = coalesce(retry_since, %(now)s)
  WHERE id = %(id)s;
 
 -- name: delivery_retry
--- Anything else: try again at next_attempt_at, or fail for good past the retry horizon.
+-- Anything else: try again at next_attempt_at, or fail for good past the retry horizon (24 h
+-- from the first attempt, so that a worker that was down does not shorten it).
 UPDATE event_deliveries
    SET state = %(state)s, attempts = attempts + 1, last_attempt_at = %(now)s,
-       last_status = %(status)s, last_error = %(error)s, next_attempt_at = %(next_attempt_at)s
+       last_status = %(status)s, last_error = %(error)s, next_attempt_at = %(next_attempt_at)s,
+       retry_since = coalesce(retry_since, %(now)s)
  WHERE id = %(id)s;
 
 

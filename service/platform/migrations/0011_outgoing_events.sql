@@ -37,7 +37,7 @@ CREATE TABLE event_deliveries (
     state           text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'failed')),
     attempts        integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
-    retry_since     timestamptz NOT NULL DEFAULT now(),  -- the retry horizon counts from here
+    retry_since     timestamptz,           -- the first attempt (since a re-send): the retry horizon counts from it
     last_attempt_at timestamptz,
     last_status     integer,
     last_error      text,

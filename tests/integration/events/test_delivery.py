@@ -150,6 +150,7 @@ def test_after_24_hours_of_failures_a_delivery_is_failed_and_can_be_re_sent(conn
     assert now - T0 >= timedelta(hours=24), "retried for at least 24 hours"
     assert now - T0 < timedelta(hours=28)
     assert attempts >= 10, "exponential backoff, not one retry a day"
+    assert all(r["verified"] for r in receiver.requests), "signed at the real time, whatever the clock"
     assert deliver_due(pool, sender, now=now + timedelta(days=3)) == 0, "failed for good: not retried"
     from service.ops.state import database_state
 
@@ -272,3 +273,16 @@ def test_the_delivery_loop_of_the_worker_sends_by_itself(conn, event_settings, r
     finally:
         loop.stop()
     assert len(receiver.requests) == 1 and receiver.requests[0]["verified"]
+
+
+def test_a_worker_that_was_down_for_days_does_not_shorten_the_retry_horizon(conn, pool, event_settings, receiver):
+    ids = seed(conn)
+    sub = subscribe(conn, event_settings, receiver, ["grant.created"])
+    grant(conn, ids)
+    receiver.default = "500"
+    later = soon() + timedelta(days=3)  # the first attempt, three days after the event
+
+    deliver_due(pool, Sender(event_settings), now=later)
+
+    [row] = deliveries(conn, sub["id"])
+    assert row["state"] == "pending" and row["attempts"] == 1 and row["retry_since"] == later
