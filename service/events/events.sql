@@ -68,8 +68,9 @@ RETURNING id;
  WHERE d.id = %(id)s AND d.subscription_id = %(subscription_id)s;
 
 -- name: events_emit_grant
--- One event of one grant (grant.revoked) for every subscription that wants its type; nothing
--- when none does (docs/events.md, "Types").
+-- One event of one grant (grant.revoked of a revocation that removed the row) for every
+-- subscription that wants its type; nothing when none does (docs/events.md, "Types"), nor when
+-- the grant is still there revoked (the UPDATE trigger of migration 0011 emitted it then).
 WITH emitted AS (
     INSERT INTO events (type, grant_id, body)
     SELECT %(type)s, %(id)s,
@@ -77,6 +78,7 @@ WITH emitted AS (
                             %(valid_from)s, %(valid_to)s, %(revoked_at)s, %(revoked_reason)s,
                             %(course_id)s, %(result_id)s, %(source)s)
      WHERE EXISTS (SELECT 1 FROM subscriptions s WHERE %(type)s = ANY (s.events))
+       AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.id = %(id)s AND g.revoked_at IS NOT NULL)
     RETURNING id, type, grant_id
 )
 INSERT INTO event_deliveries (event_id, subscription_id, channel, grant_id)

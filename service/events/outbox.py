@@ -21,7 +21,11 @@ GRANT_FIELDS = ("id", "employee_id", "competence_id", "valid_from", "valid_to", 
 
 
 def grant_revoked(conn: psycopg.Connection, grant: dict, *, revoked_at: datetime, reason: str) -> None:
-    """Emit grant.revoked for a grant (its row as it was), for the subscriptions that want it."""
+    """Emit grant.revoked for a grant whose row a revocation removed (its row as it was).
+
+    A revocation that keeps the row (revoked_at set) is seen by the UPDATE trigger of migration
+    0011 instead; for such a grant this call writes nothing, so calling it there is harmless.
+    """
     params = {name: grant.get(name) for name in GRANT_FIELDS}
     conn.execute(db.q("events_emit_grant"), {**params, "type": "grant.revoked",
                                              "revoked_at": revoked_at, "revoked_reason": reason})

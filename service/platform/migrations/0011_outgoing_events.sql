@@ -139,7 +139,8 @@ BEGIN
                                 t.valid_from, t.valid_to, t.revoked_at, t.revoked_reason,
                                 t.course_id, t.result_id, t.source)
           FROM typed t
-         WHERE EXISTS (SELECT 1 FROM subscriptions s WHERE t.event_type = ANY (s.events))
+         WHERE t.revoked_at IS NULL  -- a revoked period recorded as history is no news
+           AND EXISTS (SELECT 1 FROM subscriptions s WHERE t.event_type = ANY (s.events))
          ORDER BY t.id
         RETURNING id, type, grant_id
     )
@@ -155,26 +156,34 @@ CREATE TRIGGER grants_emit_inserted AFTER INSERT ON grants
     REFERENCING NEW TABLE AS new_grants
     FOR EACH STATEMENT EXECUTE FUNCTION grants_emit_inserted();
 
--- grant.renewed also for a grant renewed in place (its valid_to moved on by a later pass, as the
--- grant step did before grant periods): a statement-level trigger comparing the old and new rows;
--- a revocation (revoked_at set) is not a renewal. Nothing while no subscription wants the type.
-CREATE FUNCTION grants_emit_renewed_in_place() RETURNS trigger
+-- grant.revoked for a grant whose revoked_at is set (a revocation that keeps the row, as grant
+-- periods do), and grant.renewed for a grant renewed in place (its valid_to moved on by a later
+-- pass, as the grant step did before grant periods): a statement-level trigger comparing the
+-- old and new rows. Nothing while no subscription wants either type.
+CREATE FUNCTION grants_emit_updated() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM subscriptions s WHERE 'grant.renewed' = ANY (s.events)) THEN
+    IF NOT EXISTS (SELECT 1 FROM subscriptions s
+                    WHERE s.events && ARRAY['grant.renewed', 'grant.revoked']) THEN
         RETURN NULL;
     END IF;
-    WITH emitted AS (
-        INSERT INTO events (type, grant_id, body)
-        SELECT 'grant.renewed', n.id,
-               grant_event_body('grant.renewed', now(), n.id, n.employee_id, n.competence_id,
-                                n.valid_from, n.valid_to, n.revoked_at, n.revoked_reason,
-                                n.course_id, n.result_id, n.source)
+    WITH changed AS (
+        SELECT n.*,
+               CASE WHEN o.revoked_at IS NULL AND n.revoked_at IS NOT NULL THEN 'grant.revoked'
+                    WHEN n.revoked_at IS NULL AND n.valid_to IS DISTINCT FROM o.valid_to
+                    THEN 'grant.renewed' END AS event_type
           FROM new_grants n JOIN old_grants o ON o.id = n.id
-         WHERE n.valid_to IS DISTINCT FROM o.valid_to
-           AND n.revoked_at IS NULL AND o.revoked_at IS NULL
-         ORDER BY n.id
+    ), emitted AS (
+        INSERT INTO events (type, grant_id, body)
+        SELECT c.event_type, c.id,
+               grant_event_body(c.event_type, now(), c.id, c.employee_id, c.competence_id,
+                                c.valid_from, c.valid_to, c.revoked_at, c.revoked_reason,
+                                c.course_id, c.result_id, c.source)
+          FROM changed c
+         WHERE c.event_type IS NOT NULL
+           AND EXISTS (SELECT 1 FROM subscriptions s WHERE c.event_type = ANY (s.events))
+         ORDER BY c.id
         RETURNING id, type, grant_id
     )
     INSERT INTO event_deliveries (event_id, subscription_id, channel, grant_id)
@@ -185,6 +194,6 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER grants_emit_renewed_in_place AFTER UPDATE ON grants
+CREATE TRIGGER grants_emit_updated AFTER UPDATE ON grants
     REFERENCING OLD TABLE AS old_grants NEW TABLE AS new_grants
-    FOR EACH STATEMENT EXECUTE FUNCTION grants_emit_renewed_in_place();
+    FOR EACH STATEMENT EXECUTE FUNCTION grants_emit_updated();
