@@ -53,7 +53,7 @@ SELECT count(*) AS total FROM event_deliveries d
 SELECT d.id, d.event_id, e.webhook_id, e.type, d.grant_id, d.state, d.attempts,
        d.next_attempt_at, d.last_attempt_at, d.last_status, d.last_error, d.delivered_at,
        d.created_at
-  FROM event_deliveries d JOIN events e ON e.id = d.event_id
+  FROM event_deliveries d JOIN outgoing_events e ON e.id = d.event_id
 
 -- name: delivery_resend
 -- Put a delivered or failed delivery back in line, its retry horizon counted from now.
@@ -72,7 +72,7 @@ RETURNING id;
 -- subscription that wants its type; nothing when none does (docs/events.md, "Types"), nor when
 -- the grant is still there revoked (the UPDATE trigger of migration 0011 emitted it then).
 WITH emitted AS (
-    INSERT INTO events (type, grant_id, body)
+    INSERT INTO outgoing_events (type, grant_id, body)
     SELECT %(type)s, %(id)s,
            grant_event_body(%(type)s, now(), %(id)s, %(employee_id)s, %(competence_id)s,
                             %(valid_from)s, %(valid_to)s, %(revoked_at)s, %(revoked_reason)s,
@@ -90,7 +90,7 @@ SELECT e.id, s.id, 'webhook', e.grant_id
 -- grant.deleted for every grant of a competence about to be deleted (rule 5), in one statement;
 -- nothing when no subscription wants the type.
 WITH emitted AS (
-    INSERT INTO events (type, grant_id, body)
+    INSERT INTO outgoing_events (type, grant_id, body)
     SELECT 'grant.deleted', g.id,
            grant_event_body('grant.deleted', now(), g.id, g.employee_id, g.competence_id,
                             g.valid_from, g.valid_to, g.revoked_at, g.revoked_reason,
@@ -155,7 +155,7 @@ WITH leads AS (
     ON CONFLICT (grant_id, kind, lead_days) DO NOTHING
     RETURNING grant_id, kind, lead_days
 ), emitted AS (
-    INSERT INTO events (type, grant_id, body)
+    INSERT INTO outgoing_events (type, grant_id, body)
     SELECT 'grant.' || n.kind, g.id,
            CASE WHEN n.kind = 'expiring' THEN jsonb_set(b.body, '{data,lead_days}', to_jsonb(n.lead_days))
                 ELSE b.body END
@@ -192,7 +192,7 @@ SELECT (SELECT count(*) FROM noticed) AS noticed, (SELECT count(*) FROM emitted)
 SELECT d.id, d.event_id, d.subscription_id, d.channel, d.grant_id, d.attempts, d.retry_since,
        e.webhook_id, e.type, e.body, s.url, s.secret_encrypted
   FROM event_deliveries d
-  JOIN events e ON e.id = d.event_id
+  JOIN outgoing_events e ON e.id = d.event_id
   LEFT JOIN subscriptions s ON s.id = d.subscription_id
  WHERE d.state = 'pending' AND d.next_attempt_at <= %(now)s
    AND NOT EXISTS (SELECT 1 FROM event_deliveries p

@@ -15,22 +15,23 @@ CREATE TABLE subscriptions (
 );
 CREATE INDEX subscriptions_events_idx ON subscriptions USING gin (events);
 
--- One event: its body as sent, and the webhook-id every retry and re-send of it carries.
-CREATE TABLE events (
+-- One outgoing event: its body as sent, and the webhook-id every retry and re-send of it carries
+-- (named apart from the incoming webhook events of the events queue).
+CREATE TABLE outgoing_events (
     id         bigserial PRIMARY KEY,
     webhook_id text NOT NULL DEFAULT ('msg_' || replace(gen_random_uuid()::text, '-', '')),
     type       text NOT NULL,
     grant_id   bigint NOT NULL,             -- no FK: a deleted grant's events stay in the log
     body       jsonb NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT events_webhook_id_key UNIQUE (webhook_id)
+    CONSTRAINT outgoing_events_webhook_id_key UNIQUE (webhook_id)
 );
 
 -- One event to one receiver: a subscription (channel webhook) or the employee's mailbox
 -- (channel mail, no subscription). Pending until delivered or failed for good.
 CREATE TABLE event_deliveries (
     id              bigserial PRIMARY KEY,
-    event_id        bigint NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    event_id        bigint NOT NULL REFERENCES outgoing_events (id) ON DELETE CASCADE,
     subscription_id bigint REFERENCES subscriptions (id) ON DELETE CASCADE,
     channel         text NOT NULL CHECK (channel IN ('webhook', 'mail')),
     grant_id        bigint NOT NULL,
@@ -133,7 +134,7 @@ BEGIN
                     THEN 'grant.renewed' ELSE 'grant.created' END AS event_type
           FROM new_grants n
     ), emitted AS (
-        INSERT INTO events (type, grant_id, body)
+        INSERT INTO outgoing_events (type, grant_id, body)
         SELECT t.event_type, t.id,
                grant_event_body(t.event_type, now(), t.id, t.employee_id, t.competence_id,
                                 t.valid_from, t.valid_to, t.revoked_at, t.revoked_reason,
@@ -175,7 +176,7 @@ BEGIN
                     THEN 'grant.renewed' END AS event_type
           FROM new_grants n JOIN old_grants o ON o.id = n.id
     ), emitted AS (
-        INSERT INTO events (type, grant_id, body)
+        INSERT INTO outgoing_events (type, grant_id, body)
         SELECT c.event_type, c.id,
                grant_event_body(c.event_type, now(), c.id, c.employee_id, c.competence_id,
                                 c.valid_from, c.valid_to, c.revoked_at, c.revoked_reason,

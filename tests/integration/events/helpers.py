@@ -40,9 +40,9 @@ def subscribe(conn, settings, receiver, events: list[str]) -> dict:
 
 def deliveries(conn, subscription_id: int | None) -> list[dict]:
     return conn.execute(
-        "SELECT d.*, e.webhook_id, e.type, e.body FROM event_deliveries d JOIN events e ON e.id = d.event_id"
+        "SELECT d.*, e.webhook_id, e.type, e.body FROM event_deliveries d JOIN outgoing_events e ON e.id = d.event_id"
         " WHERE d.subscription_id IS NOT DISTINCT FROM %s ORDER BY d.id", (subscription_id,)).fetchall()
 
 
 def events(conn) -> list[dict]:
-    return conn.execute("SELECT type, grant_id, body FROM events ORDER BY id").fetchall()
+    return conn.execute("SELECT type, grant_id, body FROM outgoing_events ORDER BY id").fetchall()
