@@ -6,7 +6,7 @@ import signal
 import threading
 import time
 
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 
 import psycopg
 
@@ -51,6 +51,17 @@ def notice_expiries(pool, settings: Settings, today: date | None = None) -> dict
         return events_outbox.notice_expiries(conn, settings, today or datetime.now(settings.tz).date())
 
 
+def prune_delivered(pool, now: datetime | None = None) -> int:
+    """Forget deliveries delivered more than 30 days ago, a batch per transaction; return how many."""
+    pruned = 0
+    while True:
+        with pool.connection() as conn:
+            counts = events_outbox.prune_delivered(conn, now=now or datetime.now(timezone.utc))
+        pruned += counts["deliveries"]
+        if counts["deliveries"] < events_outbox.PRUNE_BATCH:
+            return pruned
+
+
 class Scheduler:
     """Hold the advisory lock on a dedicated connection and run due jobs."""
 
@@ -67,6 +78,8 @@ class Scheduler:
         jobs = [Job("outbox", 1.0, lambda: relay_outbox(self.pool, self.publisher))]
         jobs.append(Job("expiry_notices", EXPIRY_NOTICES_INTERVAL_S,
                         lambda: notice_expiries(self.pool, self.settings)))
+        jobs.append(Job("prune_delivered_events", housekeeping.PRUNE_INTERVAL_S,
+                        lambda: prune_delivered(self.pool)))
         jobs.append(Job("prune_rejected_webhooks", housekeeping.PRUNE_INTERVAL_S, lambda: housekeeping.prune_rejected_webhooks(self.pool, self.settings.rejected_retention_days)))
         return jobs + periodic_jobs(self.settings, self.pool, self.publisher)
 

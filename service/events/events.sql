@@ -231,3 +231,23 @@ SELECT e.email, e.first_name, e.last_name FROM employees e WHERE e.id = %(employ
 SELECT c.id, c.name FROM links l JOIN courses c ON c.id = l.course_id
  WHERE l.competence_id = %(competence_id)s AND c.status = 'published'
  ORDER BY c.name, c.id;
+
+-- name: prune_delivered
+-- Forget up to `limit` deliveries delivered more than `days` ago, and the events left with no
+-- delivery (docs/events.md, "Delivery"); failed and pending ones stay.
+WITH old AS (
+    SELECT id FROM event_deliveries
+     WHERE state = 'delivered' AND delivered_at < %(now)s - make_interval(days => %(days)s)
+     ORDER BY delivered_at
+     LIMIT %(limit)s
+), gone AS (
+    DELETE FROM event_deliveries d USING old WHERE d.id = old.id
+    RETURNING d.event_id
+), orphans AS (
+    DELETE FROM outgoing_events e
+     WHERE e.id IN (SELECT event_id FROM gone)
+       AND NOT EXISTS (SELECT 1 FROM event_deliveries x
+                        WHERE x.event_id = e.id AND x.id NOT IN (SELECT id FROM old))
+    RETURNING e.id
+)
+SELECT (SELECT count(*) FROM gone) AS deliveries, (SELECT count(*) FROM orphans) AS events;

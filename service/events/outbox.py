@@ -47,3 +47,13 @@ def notice_expiries(conn: psycopg.Connection, settings: Settings, today: date) -
         log.info("expiry notices for %s: %s noticed, %s events, %s deliveries, %s mails", today,
                  counts["noticed"], counts["events"], counts["webhooks"], counts["mails"])
     return dict(counts)
+
+
+DELIVERED_RETENTION_DAYS = 30  # a delivered event stays in the delivery log this long
+PRUNE_BATCH = 5000
+
+
+def prune_delivered(conn: psycopg.Connection, *, now: datetime, days: int = DELIVERED_RETENTION_DAYS,
+                    batch: int = PRUNE_BATCH) -> dict:
+    """Forget one batch of deliveries delivered more than `days` ago (and events left without any)."""
+    return dict(conn.execute(db.q("prune_delivered"), {"now": now, "days": days, "limit": batch}).fetchone())

@@ -50,6 +50,8 @@ CREATE INDEX event_deliveries_due_idx ON event_deliveries (next_attempt_at, id) 
 CREATE INDEX event_deliveries_pending_grant_idx ON event_deliveries (grant_id, id) WHERE state = 'pending';
 CREATE INDEX event_deliveries_subscription_idx ON event_deliveries (subscription_id, id);
 CREATE INDEX event_deliveries_failed_idx ON event_deliveries (id) WHERE state = 'failed';
+CREATE INDEX event_deliveries_delivered_idx ON event_deliveries (delivered_at) WHERE state = 'delivered';
+CREATE INDEX event_deliveries_event_idx ON event_deliveries (event_id);
 
 -- Which expiry notices a grant has had: one row per grant, kind and lead time, so that each is
 -- noticed exactly once however often (or late) the scheduler runs.

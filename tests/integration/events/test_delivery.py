@@ -286,3 +286,22 @@ def test_a_worker_that_was_down_for_days_does_not_shorten_the_retry_horizon(conn
 
     [row] = deliveries(conn, sub["id"])
     assert row["state"] == "pending" and row["attempts"] == 1 and row["retry_since"] == later
+
+
+def test_delivered_deliveries_are_forgotten_after_30_days_failed_ones_stay(conn, pool, event_settings, receiver):
+    from workers.scheduler import prune_delivered
+
+    ids = seed(conn)
+    a = subscribe(conn, event_settings, receiver, ["grant.created"])
+    b = subscribe(conn, event_settings, receiver, ["grant.created"])
+    grant(conn, ids)
+    receiver.script = ["ok", "500"]  # a's delivered, b's pending
+    T0 = soon()
+    deliver_due(pool, Sender(event_settings), now=T0)
+    assert prune_delivered(pool, now=T0 + timedelta(days=29)) == 0
+    assert prune_delivered(pool, now=T0 + timedelta(days=31)) == 1
+    assert deliveries(conn, a["id"]) == [] and len(deliveries(conn, b["id"])) == 1
+    assert conn.execute("SELECT count(*) AS n FROM outgoing_events").fetchone()["n"] == 1, "b still needs it"
+    conn.execute("UPDATE event_deliveries SET state = 'delivered', delivered_at = %s", (T0,))
+    assert prune_delivered(pool, now=T0 + timedelta(days=31)) == 1
+    assert conn.execute("SELECT count(*) AS n FROM outgoing_events").fetchone()["n"] == 0
