@@ -60,6 +60,18 @@ class Receiver:
                     code = 200
                 elif answer == "500":
                     code = 500
+                elif answer == "endless":  # 200 and a body that goes on (8 KiB each 10 ms, 20 s)
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain")
+                    self.end_headers()
+                    try:
+                        for _ in range(2000):
+                            self.wfile.write(b"x" * 8192)
+                            self.wfile.flush()
+                            time.sleep(0.01)
+                    except OSError:
+                        pass  # the sender stopped reading and closed
+                    return
                 elif answer == "redirect":
                     self.send_response(302)
                     self.send_header("Location", "/elsewhere")

@@ -305,3 +305,16 @@ def test_delivered_deliveries_are_forgotten_after_30_days_failed_ones_stay(conn,
     conn.execute("UPDATE event_deliveries SET state = 'delivered', delivered_at = %s", (T0,))
     assert prune_delivered(pool, now=T0 + timedelta(days=31)) == 1
     assert conn.execute("SELECT count(*) AS n FROM outgoing_events").fetchone()["n"] == 0
+
+
+def test_only_the_first_bytes_of_an_answer_are_read(conn, pool, event_settings, receiver):
+    """A 2xx with an endless body is a success once 64 KiB were read, not a wait for its end."""
+    ids = seed(conn)
+    sub = subscribe(conn, event_settings, receiver, ["grant.created"])
+    grant(conn, ids)
+    receiver.script = ["endless"]
+
+    deliver_due(pool, Sender(event_settings, timeout_s=5), now=soon())
+
+    [row] = deliveries(conn, sub["id"])
+    assert row["state"] == "delivered" and row["last_status"] == 200, row["last_error"]
