@@ -21,8 +21,9 @@ from workers.reconcile import periodic_jobs
 
 log = logging.getLogger(__name__)
 
-# How often the expiry notices are looked for: each is due on a day, and sent once.
-EXPIRY_NOTICES_INTERVAL_S = 300.0
+# How often the expiry notices are looked for: the first run of a day reads every grant inside a
+# lead time, the others only grants changed since (cheap); each notice is sent once.
+EXPIRY_NOTICES_INTERVAL_S = 60.0
 
 # Any fixed number; every scheduler process competes for it and only the holder works.
 SCHEDULER_LOCK_KEY = 7_413_002

@@ -106,25 +106,27 @@ SELECT e.id, s.id, 'webhook', e.grant_id
   FROM emitted e JOIN subscriptions s ON e.type = ANY (s.events)
  ORDER BY e.id, s.id;
 
--- name: notices_start
--- The first day the expiry job ran, recorded by its first run (docs/events.md, "Expiry notices").
-WITH first_run AS (
-    INSERT INTO grant_notices_start (since) VALUES (%(today)s)
-    ON CONFLICT (one) DO NOTHING
-    RETURNING since
-)
-SELECT since FROM first_run
-UNION ALL
-SELECT since FROM grant_notices_start
-LIMIT 1;
+-- name: notices_state
+-- When the expiry job last ran (no row: never), locked until this run commits.
+SELECT last_day, last_at FROM grant_notices_state FOR UPDATE;
+
+-- name: notices_now
+-- The moment this run reads the grants (the next run of the day reads what changed since).
+SELECT now() AS now;
+
+-- name: notices_state_save
+-- Remember this run of the expiry job.
+INSERT INTO grant_notices_state (last_day, last_at) VALUES (%(today)s, %(at)s)
+ON CONFLICT (one) DO UPDATE SET last_day = excluded.last_day, last_at = excluded.last_at;
 
 -- name: notices_due
 -- Record the expiry notices due today and emit their events and reminder mails, in one
 -- statement (docs/events.md, "Expiry notices"). grant.expiring: a grant that has not ended,
 -- is not revoked and is not followed by a later grant gets the notice of the tightest lead
--- time it has reached, once. grant.expired: a grant that ended, was not revoked and existed
--- before it ended, once, the day after valid_to or at the next run, if that day came after the
--- job's first run. A scheduler that was down catches up at its next run.
+-- time it has reached, once. grant.expired: a grant that ended since the job's previous day
+-- (after `prev_day`), was not revoked and existed before it ended, once. `changed_after` NULL:
+-- every grant inside a lead time (the day's first run, which also catches up after downtime);
+-- otherwise only the grants changed since (a run later the same day).
 WITH leads AS (
     SELECT unnest(%(leads)s::integer[]) AS lead_days
 ), due AS (
@@ -135,6 +137,7 @@ WITH leads AS (
      WHERE g.valid_to IS NOT NULL AND g.revoked_at IS NULL
        AND g.valid_to >= %(today)s
        AND g.valid_to <= %(today)s + (SELECT max(x.lead_days) FROM leads x)
+       AND (%(changed_after)s::timestamptz IS NULL OR g.updated_at >= %(changed_after)s)
        AND g.valid_from <= %(today)s
        AND l.lead_days IS NOT NULL
        AND NOT EXISTS (SELECT 1 FROM grants later
@@ -147,7 +150,8 @@ WITH leads AS (
       FROM grants g
      WHERE g.valid_to IS NOT NULL AND g.revoked_at IS NULL
        AND g.valid_to < %(today)s
-       AND g.valid_to + 1 >= %(since)s
+       AND g.valid_to >= %(prev_day)s
+       AND %(changed_after)s::timestamptz IS NULL
        AND event_day(g.created_at) <= g.valid_to
 ), noticed AS (
     INSERT INTO grant_notices (grant_id, kind, lead_days, due_on)

@@ -64,14 +64,17 @@ CREATE TABLE grant_notices (
     PRIMARY KEY (grant_id, kind, lead_days)
 );
 
--- The first day the expiry job ran: notices fall due from then on (no flood of old expiries).
-CREATE TABLE grant_notices_start (
-    one   boolean PRIMARY KEY DEFAULT true CHECK (one),
-    since date NOT NULL
+-- When the expiry job last ran: the day (its first run of a day reads every grant inside a lead
+-- time; later runs that day only the grants changed since) and the moment.
+CREATE TABLE grant_notices_state (
+    one      boolean PRIMARY KEY DEFAULT true CHECK (one),
+    last_day date NOT NULL,
+    last_at  timestamptz NOT NULL
 );
 
--- The expiry job reads grants by their end.
+-- The expiry job reads grants by their end, and (between its daily runs) by their last change.
 CREATE INDEX grants_valid_to_idx ON grants (valid_to) WHERE valid_to IS NOT NULL AND revoked_at IS NULL;
+CREATE INDEX grants_updated_at_idx ON grants (updated_at);
 
 -- The organisation's day at a moment: TIME_ZONE, which every pooled connection sets as
 -- competence_bridge.time_zone (service/platform/db.py); Europe/Stockholm when unset.

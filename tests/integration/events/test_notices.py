@@ -187,3 +187,25 @@ def test_the_demo_mail_sink_prints_each_mail_it_receives(event_settings):
     [text] = printed
     assert "Subject: Påminnelse: din kompetens HLR vuxen går ut 30 juni 2027" in text
     assert "  - HLR grund" in text and "To: a***@kommun.se" in text
+
+
+def test_later_runs_of_a_day_read_only_grants_changed_since(conn, pool, event_settings, receiver):
+    ids = seed(conn)
+    subscribe(conn, event_settings, receiver, ALL)
+    day = END - timedelta(days=20)
+    grant(conn, ids, valid_from="2025-07-01", valid_to=END.isoformat(), created_at="2025-07-01T10:00:00Z")
+    conn.execute("UPDATE grants SET updated_at = '2025-07-01T10:00:00Z'")
+    notice_expiries(pool, event_settings, day)  # the day's first run reads every grant in a window
+    assert _notices(conn) == [("grant.expiring", 30)]
+    conn.execute("DELETE FROM grant_notices")  # as if it had never been noticed
+
+    bo = conn.execute("INSERT INTO employees (email, email_normalized) VALUES ('bo@kommun.se', 'bo@kommun.se')"
+                      " RETURNING id").fetchone()["id"]
+    grant(conn, {**ids, "employee": bo}, valid_from="2025-07-05", valid_to=(END + timedelta(days=4)).isoformat(),
+          result_id="r-bo")
+    notice_expiries(pool, event_settings, day)  # later the same day: only what changed since
+    assert [(e["type"], e["grant_id"]) for e in events(conn)][1:] == \
+        [("grant.expiring", conn.execute("SELECT id FROM grants WHERE result_id = 'r-bo'").fetchone()["id"])]
+
+    notice_expiries(pool, event_settings, day + timedelta(days=1))  # the next day reads them all again
+    assert len(_notices(conn)) == 3
