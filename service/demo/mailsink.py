@@ -26,7 +26,7 @@ class PrintingHandler:
             "----- mail -----",
             f"From: {envelope.mail_from}",
             f"To: {', '.join(mask_email(r) for r in envelope.rcpt_tos)}",
-            f"Subject: {message['subject']}",
+            f"Subject: {str(message['subject'] or '').strip()}",
             "",
             body.get_content().rstrip() if body is not None else "(no text part)",
             "----------------",
