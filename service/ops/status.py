@@ -34,6 +34,8 @@ def _read(settings, database_url: str, recent: int) -> dict:
             results=state.results,
             unmatched={"results": state.unmatched_results, "emails": state.unmatched_emails},
             dead_letters_pending=sum(state.dead_letters_pending.values()),
+            event_deliveries={"pending": state.event_deliveries.get("pending", 0),
+                              "failed": state.event_deliveries.get("failed", 0)},
             recent_grants=[{**g, "email": mask_email(g["email"])} for g in grants],
             backfills=[b for b in state.backfills if b["state"] == "running"],
         )
@@ -66,6 +68,8 @@ def _print(report: dict, recent: int, tz) -> None:
         echo(f"\ndatabase unreachable: {report['database']}")
         return
     echo(f"  dead letters pending: {report['dead_letters_pending']}")
+    d = report["event_deliveries"]
+    echo(f"  outgoing event deliveries: {d['pending']} pending, {d['failed']} failed")
     echo("\nResults")
     echo("  " + ", ".join(f"{k} {v}" for k, v in report["results"].items()))
     u = report["unmatched"]

@@ -52,6 +52,7 @@ def test_status_shows_queues_grants_unmatched_and_running_backfills(conn, client
     out = result.output
     assert f"  {events}    depth       0  consumers   1" in out
     assert "dead letters pending: 0" in out
+    assert "outgoing event deliveries: 0 pending, 0 failed" in out
     assert "unmatched: 1 result(s) from 1 email(s)" in out
     grant_lines = [line for line in out.splitlines() if line.strip().startswith("20") and " #" in line]
     assert len(grant_lines) == 1 and "a***@kommun.se" in grant_lines[0] and "HLR (course 4711, webhook" in grant_lines[0]
