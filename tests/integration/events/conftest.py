@@ -58,6 +58,9 @@ class Receiver:
                 if answer == "timeout":
                     time.sleep(1.5)
                     code = 200
+                elif answer == "hang":  # holds the sender until it is killed (at most 8 s)
+                    time.sleep(8)
+                    code = 200
                 elif answer == "500":
                     code = 500
                 elif answer == "endless":  # 200 and a body that goes on (8 KiB each 10 ms, 20 s)
