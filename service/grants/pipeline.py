@@ -32,11 +32,14 @@ class Outcome:
     """What a batch did: counts for metrics, logs and backfill progress.
 
     `statuses` maps each result decided by the batch to its outcome (one of OUTCOMES):
-    `granted` when it created or renewed at least one grant (it is the grant's evidence now),
-    `already_held` when it earns the competence but created nothing (a grant existed, was
-    revoked for it, or another result of the batch gave it: rule 3 and 5), `not_passed`,
+    `granted` when it created at least one grant (it is the grant's evidence), `already_held`
+    when it earns the competence but created nothing (a period held covers it, a revocation
+    bars it, or an earlier result of the batch started the period: rules 3 and 5), `not_passed`,
     `unmatched`, `course_not_published` (rule 6), `no_link`. `granted_competences` names,
     per result, the competences it granted (a backfill counts its own link's only).
+    `grants_created` counts every new grant (a period); `grants_renewed` the part of them that
+    follow an earlier period of the same employee and competence (rule 3: grants are never
+    extended in place).
     """
 
     duplicates: int = 0
@@ -65,9 +68,8 @@ class Outcome:
             if row["id"] is not None:
                 self.statuses[row["id"]] = row["outcome"]
                 continue
-            if row["inserted"]:
-                self.grants_created += 1
-            else:
+            self.grants_created += 1
+            if row["renewed"]:
                 self.grants_renewed += 1
             self.granted_competences.setdefault(row["result_id"], set()).add(row["competence_id"])
 

@@ -23,11 +23,11 @@ ON CONFLICT (id) DO NOTHING;
 -- is result_status, a rule of migration 0007), and the rows stored as 'granted' go straight to
 -- the grant step that evaluate_results ends with (grant_classified): nothing is read back.
 -- Returns one row per new or changed result (id, status, outcome; the rest NULL) and one per
--- grant created or renewed (id NULL; result_id and competence_id of the grant, inserted true
--- for a new grant). The outcome says what the result did (result_outcome, migration 0007).
+-- grant created (id NULL; result_id and competence_id of the grant, renewed true when it
+-- follows an earlier period of the employee and competence). The outcome says what the result did (result_outcome, migration 0007).
 -- The arrays travel in binary format (the "b" placeholders: nothing to format and escape per
 -- element), except the scores: numbers of either kind, and text keeps their digits as given.
-WITH incoming AS (
+WITH RECURSIVE incoming AS (
     SELECT * FROM unnest(%(ids)b::text[], %(course_ids)b::bigint[], %(emails)b::text[],
                          %(emails_normalized)b::text[], %(first_names)b::text[],
                          %(last_names)b::text[], %(passed)b::boolean[], %(scores)s::numeric[],
@@ -66,19 +66,19 @@ classified AS (
 ),
 -- include: grant_classified
 SELECT u.id, u.status, result_outcome(u.status, gr.result_id IS NOT NULL) AS outcome,
-       NULL::text AS result_id, NULL::bigint AS competence_id, NULL::boolean AS inserted
+       NULL::text AS result_id, NULL::bigint AS competence_id, NULL::boolean AS renewed
   FROM upserted u
   LEFT JOIN (SELECT DISTINCT result_id FROM granted) gr ON gr.result_id = u.id
 UNION ALL
-SELECT NULL, NULL, NULL, result_id, competence_id, inserted FROM granted;
+SELECT NULL, NULL, NULL, result_id, competence_id, renewed FROM granted;
 
 -- name: evaluate_results
 -- Apply rules 1, 2, 3, 5 and 6 (docs/rules.md) to the given stored results in one statement:
 -- classify each result again (result_status), then grant every linked competence to the
 -- matched employee (grant_classified). Returns one row per given result (id, status as decided
--- now, outcome as in upsert_results; the rest NULL) and one per grant created or renewed (id
--- NULL; result_id, competence_id, inserted).
-WITH classified AS (
+-- now, outcome as in upsert_results; the rest NULL) and one per grant created (id NULL;
+-- employee_id, result_id, competence_id, renewed as in upsert_results).
+WITH RECURSIVE classified AS (
     SELECT res.id, res.course_id, res.completed_at, res.webhook_id, e.id AS employee_id,
            s.status AS new_status
       FROM results res
@@ -100,65 +100,86 @@ marked AS (
 SELECT c.id, c.new_status AS status,
        result_outcome(c.new_status, gr.result_id IS NOT NULL) AS outcome,
        NULL::bigint AS employee_id, NULL::text AS result_id, NULL::bigint AS competence_id,
-       NULL::boolean AS inserted
+       NULL::boolean AS renewed
   FROM classified c
   LEFT JOIN (SELECT DISTINCT result_id FROM granted) gr ON gr.result_id = c.id
 UNION ALL
-SELECT NULL, NULL, NULL, employee_id, result_id, competence_id, inserted FROM granted;
+SELECT NULL, NULL, NULL, employee_id, result_id, competence_id, renewed FROM granted;
 
 -- name: grant_classified
 -- Not a statement: the grant step that upsert_results and evaluate_results end with, on a
--- relation `classified` (id, course_id, completed_at, webhook_id, employee_id, new_status).
--- The dates are valid_from and valid_to, the renewal test renews, a revocation's reach
--- revocation_bars (rules of migration 0007).
--- A new grant never overwrites an existing one; an integration-made grant of a competence that
--- opted into renewal is extended when a later result gives a later valid_to; a grant revoked
--- for this result, or revoked after this result was completed, is not re-created.
+-- relation `classified` (id, course_id, completed_at, webhook_id, employee_id, new_status);
+-- the statements including it begin WITH RECURSIVE for `decided` below.
+-- Each result that earns a competence is decided against the periods the employee holds of it
+-- (grant_period, migration 0009; the dates valid_from and valid_to, migration 0007), and the
+-- results of one employee and competence in this batch one by one in completion order, each
+-- seeing the grants the earlier ones made: one call decides as many calls in that order would
+-- (docs/rules.md, rule 3). A grant revoked for this result, or revoked after this result was
+-- completed, bars it (revocation_bars, migration 0007; rule 5). Existing grants are never
+-- changed: what a result starts is a new row.
 candidates AS (
-    SELECT DISTINCT ON (c.employee_id, l.competence_id)
-           c.employee_id, l.competence_id, l.id AS link_id, c.id AS result_id, c.course_id,
-           c.webhook_id,
-           valid_from(c.completed_at, %(tz)s) AS valid_from,
-           valid_to(valid_from(c.completed_at, %(tz)s), comp.default_valid_days) AS valid_to,
-           comp.renew_on_completion
+    SELECT c.employee_id, l.competence_id, l.id AS link_id, c.id AS result_id, c.course_id,
+           c.webhook_id, valid_from(c.completed_at, %(tz)s) AS day,
+           comp.default_valid_days, comp.renewal_window_days,
+           row_number() OVER (PARTITION BY c.employee_id, l.competence_id
+                              ORDER BY c.completed_at, c.id) AS n
       FROM classified c
       JOIN links l ON l.course_id = c.course_id
       JOIN competences comp ON comp.id = l.competence_id
      WHERE c.new_status = 'granted'
        AND NOT EXISTS (
-             SELECT 1 FROM grant_revocations v
+             SELECT 1 FROM grants v
               WHERE v.employee_id = c.employee_id AND v.competence_id = l.competence_id
+                AND v.revoked_at IS NOT NULL
                 AND revocation_bars(v.result_id, v.revoked_at, c.id, c.completed_at))
-     ORDER BY c.employee_id, l.competence_id,
-              -- renewal keeps the latest completion, otherwise the first one is the evidence
-              CASE WHEN comp.renew_on_completion THEN c.completed_at END DESC NULLS LAST,
-              c.completed_at, c.id
 ),
--- A grant the employee already holds and that the conflict clause below would leave as it is
--- (renews, as there) is left out here: the insert would only lock it (a WAL record each), which
--- is most of a backfill's work once its employees hold the competence.
-changing AS (
-    SELECT cand.*
+-- The first candidate of each employee and competence against the periods stored, then each
+-- next one against those plus what the earlier ones started (`held`). A batch with one result
+-- per employee and competence (the result worker's) stops after the first step.
+decided AS (
+    SELECT cand.*, p.valid_from, p.valid_to,
+           h.periods AS before,
+           CASE WHEN p.valid_from IS NULL THEN h.periods
+                ELSE h.periods || daterange(p.valid_from, p.valid_to, '[]') END AS held
       FROM candidates cand
-     WHERE NOT EXISTS (
-             SELECT 1 FROM grants g
-              WHERE g.employee_id = cand.employee_id AND g.competence_id = cand.competence_id
-                AND renews(g.source, g.valid_to, cand.valid_to, cand.renew_on_completion)
-                    IS NOT TRUE)
+     CROSS JOIN LATERAL (
+             SELECT ARRAY(SELECT daterange(g.valid_from, g.valid_to, '[]')
+                            FROM grants g
+                           WHERE g.employee_id = cand.employee_id
+                             AND g.competence_id = cand.competence_id
+                             AND g.revoked_at IS NULL) AS periods) h
+      LEFT JOIN LATERAL grant_period(cand.day, cand.default_valid_days,
+                                     cand.renewal_window_days, h.periods) p ON true
+     WHERE cand.n = 1
+    UNION ALL
+    SELECT cand.*, p.valid_from, p.valid_to, d.held,
+           CASE WHEN p.valid_from IS NULL THEN d.held
+                ELSE d.held || daterange(p.valid_from, p.valid_to, '[]') END
+      FROM decided d
+      JOIN candidates cand ON cand.employee_id = d.employee_id
+                          AND cand.competence_id = d.competence_id AND cand.n = d.n + 1
+      LEFT JOIN LATERAL grant_period(cand.day, cand.default_valid_days,
+                                     cand.renewal_window_days, d.held) p ON true
 ),
-granted AS (
+-- A grant that overlaps one another transaction made meanwhile is not made (the exclusion
+-- constraint grants_periods_excl): deciding after that transaction would not have made it.
+inserted_grants AS (
 INSERT INTO grants AS g (employee_id, competence_id, valid_from, valid_to, source,
                          course_id, result_id, webhook_id, link_id)
 SELECT employee_id, competence_id, valid_from, valid_to, %(source)s, course_id, result_id,
        webhook_id, link_id
-  FROM changing
-ON CONFLICT (employee_id, competence_id) DO UPDATE
-SET valid_to = excluded.valid_to, source = excluded.source, course_id = excluded.course_id,
-    result_id = excluded.result_id, webhook_id = excluded.webhook_id,
-    link_id = excluded.link_id, updated_at = now()
-WHERE renews(g.source, g.valid_to, excluded.valid_to,
-             (SELECT renew_on_completion FROM competences WHERE id = g.competence_id))
-RETURNING g.id, g.employee_id, g.competence_id, g.result_id, (xmax = 0) AS inserted
+  FROM decided
+ WHERE valid_from IS NOT NULL
+ON CONFLICT DO NOTHING
+RETURNING g.id, g.employee_id, g.competence_id, g.result_id
+),
+-- renewed: the new grant follows an earlier period of the same employee and competence.
+granted AS (
+    SELECT i.id, i.employee_id, i.competence_id, i.result_id,
+           EXISTS (SELECT 1 FROM unnest(d.before) b
+                    WHERE b << daterange(d.valid_from, d.valid_to, '[]')) AS renewed
+      FROM inserted_grants i
+      JOIN decided d ON d.result_id = i.result_id AND d.competence_id = i.competence_id
 )
 
 -- name: unmatched_result_ids_for_emails

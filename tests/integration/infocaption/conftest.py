@@ -75,7 +75,7 @@ def add_staff(conn, data: DataSet) -> dict[str, int]:
 
 
 def add_link(conn, course, *, valid_days: int | None = 730, name: str = "HLR vuxen",
-             renew: bool = False) -> dict:
+             window: int | None = None) -> dict:
     """A competence linked to a course (as the admin API does: link + outbox row)."""
     conn.execute(
         "INSERT INTO courses (id, name, guide_type) VALUES (%s, %s, %s) ON CONFLICT (id) DO NOTHING",
@@ -85,8 +85,8 @@ def add_link(conn, course, *, valid_days: int | None = 730, name: str = "HLR vux
     group = conn.execute("INSERT INTO competences (parent_id, name, kind) VALUES (%s, 'Akut', 'group')"
                          " RETURNING id", (main,)).fetchone()["id"]
     comp = conn.execute(
-        "INSERT INTO competences (parent_id, name, kind, default_valid_days, renew_on_completion)"
-        " VALUES (%s, %s, 'competence', %s, %s) RETURNING id", (group, name, valid_days, renew),
+        "INSERT INTO competences (parent_id, name, kind, default_valid_days, renewal_window_days)"
+        " VALUES (%s, %s, 'competence', %s, %s) RETURNING id", (group, name, valid_days, window),
     ).fetchone()["id"]
     link = conn.execute(
         "INSERT INTO links (course_id, competence_id, created_by) VALUES (%s, %s, 'test') RETURNING *",
