@@ -127,11 +127,14 @@ candidates AS (
       JOIN links l ON l.course_id = c.course_id
       JOIN competences comp ON comp.id = l.competence_id
      WHERE c.new_status = 'granted'
+       -- a result that is the evidence of a grant of the competence (a redelivery, a
+       -- reconciliation or a backfill of a result seen before) starts nothing more
        AND NOT EXISTS (
              SELECT 1 FROM grants v
               WHERE v.employee_id = c.employee_id AND v.competence_id = l.competence_id
-                AND v.revoked_at IS NOT NULL
-                AND revocation_bars(v.result_id, v.revoked_at, c.id, c.completed_at))
+                AND (v.result_id = c.id
+                     OR (v.revoked_at IS NOT NULL
+                         AND revocation_bars(v.result_id, v.revoked_at, c.id, c.completed_at))))
 ),
 -- The first candidate of each employee and competence against the periods stored, then each
 -- next one against those plus what the earlier ones started (`held`). A batch with one result

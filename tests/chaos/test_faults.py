@@ -282,11 +282,11 @@ def _seed_order(database_url: str) -> None:
                                actor="chaos", tz=TZ)
         main = competences.create_competence(conn, {"name": "M", "kind": "main_group"}, actor="chaos")
         group = competences.create_competence(conn, {"name": "G", "kind": "group", "parent_id": main["id"]}, actor="chaos")
-        for course_id, days, renew in ((7001, 365, False), (7001, None, False), (7002, 730, True)):
+        for course_id, days, window in ((7001, 365, None), (7001, None, None), (7002, 730, 90)):
             conn.execute("INSERT INTO courses (id, name, guide_type) VALUES (%s, 'K', 14) ON CONFLICT DO NOTHING", (course_id,))
             comp = competences.create_competence(conn, {"name": f"K{course_id}-{days}", "kind": "competence",
                                                   "parent_id": group["id"], "default_valid_days": days,
-                                                  "renew_on_completion": renew}, actor="chaos")
+                                                  "renewal_window_days": window}, actor="chaos")
             catalog_links.create_link(conn, course_id, comp["id"], actor="chaos")
         conn.execute("DELETE FROM outbox")
 
