@@ -227,6 +227,7 @@ DELETE FROM grants g
  USING results r
  WHERE g.result_id = r.id AND r.id = ANY(%(ids)s::text[])
    AND r.status = 'course_not_published' AND g.source <> 'manual'
+   AND g.revoked_at IS NULL  -- a revoked grant stays as history and as a bar (rule 5)
 RETURNING g.employee_id, g.competence_id;
 
 -- name: granted_result_ids_for_employees
