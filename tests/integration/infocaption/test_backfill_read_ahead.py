@@ -12,7 +12,8 @@ from service.infocaption.client import InfoCaptionClient
 from service.demo.simulator import generate
 from tests.conftest import wait_for
 from tests.integration.infocaption.conftest import (
-    add_link, add_staff, counters, expected_counters, expected_grants, link_row, settings_for)
+    add_link, add_staff, counters, expected_counters, expected_grants, link_row, periods_of,
+    settings_for)
 from workers.backfill import Backfill, Stopping
 
 pytestmark = pytest.mark.integration
@@ -57,9 +58,7 @@ def assert_finished_exactly(conn, row, data, staff, link):
     assert stored(conn) == RESULTS
     assert (row["backfill_total"], row["backfill_processed"]) == (RESULTS, RESULTS)
     assert counters(row) == expected_counters(data, COURSE_ID, staff)
-    got = {r["employee_id"]: (r["valid_from"], r["valid_to"]) for r in conn.execute(
-        "SELECT * FROM grants WHERE competence_id = %s", (link["competence_id"],)).fetchall()}
-    assert got == expected_grants(data, COURSE_ID, staff)
+    assert periods_of(conn, link["competence_id"]) == expected_grants(data, COURSE_ID, staff)
 
 
 def test_pages_after_the_first_are_read_ahead_and_the_outcome_is_the_same(conn, settings, pool, make_sim):
