@@ -6,14 +6,14 @@
 -- The periods of one employee and competence never overlap (revoked grants aside): the
 -- exclusion constraint states it, and is what the grant step's ON CONFLICT DO NOTHING meets
 -- when two transactions decide the same employee and competence at once (the later one
--- creates nothing, as deciding it after the first would). btree_gist gives GiST the equality
--- of the two ids.
-CREATE EXTENSION IF NOT EXISTS btree_gist;
-
+-- creates nothing, as deciding it after the first would). Each id is a range of one value, so
+-- that overlapping ids are equal ids: the core GiST support of ranges suffices, no extension
+-- (the embedded database has none).
 ALTER TABLE grants DROP CONSTRAINT grants_employee_competence_key;
 ALTER TABLE grants
     ADD CONSTRAINT grants_periods_excl
-        EXCLUDE USING gist (employee_id WITH =, competence_id WITH =,
+        EXCLUDE USING gist (int8range(employee_id, employee_id, '[]') WITH &&,
+                            int8range(competence_id, competence_id, '[]') WITH &&,
                             daterange(valid_from, valid_to, '[]') WITH &&)
         WHERE (revoked_at IS NULL);
 -- The grant step reads every grant of an employee and competence (the periods held, the
