@@ -56,9 +56,8 @@ SELECT e.id, c.id, date '2024-01-01' + (e.id % 365)::int, NULL, 'backfill', NULL
 -- (the constraint and index of migration 0009, service/platform/migrations)
 ALTER TABLE grants ADD CONSTRAINT grants_pkey PRIMARY KEY (id),
                    ADD CONSTRAINT grants_periods_excl
-                       EXCLUDE USING gist (int8range(employee_id, employee_id, '[]') WITH &&,
-                                           int8range(competence_id, competence_id, '[]') WITH &&,
-                                           daterange(valid_from, valid_to, '[]') WITH &&)
+                       EXCLUDE USING gist (grant_extent(employee_id, competence_id, valid_from,
+                                                        valid_to) WITH &&)
                        WHERE (revoked_at IS NULL);
 CREATE INDEX grants_employee_competence_idx ON grants (employee_id, competence_id, valid_from);
 

@@ -150,7 +150,8 @@ decided AS (
                             FROM grants g
                            WHERE g.employee_id = cand.employee_id
                              AND g.competence_id = cand.competence_id
-                             AND g.revoked_at IS NULL) AS periods) h
+                             AND g.revoked_at IS NULL) AS periods
+             OFFSET 0) h  -- read once per candidate (inlined, each use would read it again)
       LEFT JOIN LATERAL grant_period(cand.day, cand.default_valid_days,
                                      cand.renewal_window_days, h.periods) p ON true
      WHERE cand.n = 1

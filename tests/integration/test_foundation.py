@@ -80,6 +80,15 @@ def test_grants_of_the_same_employee_and_competence_are_periods_that_never_overl
                  " WHERE valid_from = '2025-01-01'")
     conn.execute(insert, ("2025-06-01", "2026-06-01"))  # where the revoked one was
     assert conn.execute("SELECT count(*) AS n FROM grants").fetchone()["n"] == 3
+    # the same days of another competence, of another employee, and before 1900: all allowed
+    conn.execute("INSERT INTO competences (id, parent_id, name, kind) VALUES (4, 2, 'D', 'competence')")
+    conn.execute("INSERT INTO employees (id, email, email_normalized) VALUES (2, 'B@x.se', 'b@x.se')")
+    others = ("INSERT INTO grants (employee_id, competence_id, valid_from, valid_to, source)"
+              " VALUES (%s, %s, '2024-01-01', NULL, 'manual')")
+    conn.execute(others, (1, 4))
+    conn.execute(others, (2, 3))
+    conn.execute(insert, ("1850-01-01", "1850-12-31"))
+    assert conn.execute("SELECT count(*) AS n FROM grants").fetchone()["n"] == 6
 
 
 def test_a_second_link_of_the_same_pair_is_refused(conn):
