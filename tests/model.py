@@ -109,7 +109,7 @@ class Model:
             if any(rid == r.id for _, _, rid in periods):
                 continue  # seen before: it changes nothing
             days, window = self.competences[k]
-            made = _next_period(r.completed.astimezone(STOCKHOLM).date(), days, window, periods)
+            made = next_period(r.completed.astimezone(STOCKHOLM).date(), days, window, periods)
             if made is not None:
                 periods.append((*made, r.id))
                 periods.sort(key=lambda p: p[0])
@@ -117,7 +117,7 @@ class Model:
                 del self.grants[(r.email, k)]
 
 
-def _next_period(day: date, days: int | None, window: int | None,
+def next_period(day: date, days: int | None, window: int | None,
                  periods: list[tuple[date, date | None, str]]) -> tuple[date, date | None] | None:
     """The period a pass on `day` starts, or None (docs/rules.md, rule 3)."""
     covering = [end for start, end, _ in periods if start <= day and (end is None or day <= end)]

@@ -24,7 +24,8 @@ ON CONFLICT (id) DO NOTHING;
 -- the grant step that evaluate_results ends with (grant_classified): nothing is read back.
 -- Returns one row per new or changed result (id, status, outcome; the rest NULL) and one per
 -- grant created (id NULL; result_id and competence_id of the grant, renewed true when it
--- follows an earlier period of the employee and competence). The outcome says what the result did (result_outcome, migration 0007).
+-- follows an earlier period of the employee and competence). The outcome says what the
+-- result did (result_outcome, migration 0007).
 -- The arrays travel in binary format (the "b" placeholders: nothing to format and escape per
 -- element), except the scores: numbers of either kind, and text keeps their digits as given.
 WITH RECURSIVE incoming AS (

@@ -101,7 +101,7 @@ def expected_grants(data: DataSet, course_id: int, staff: dict[str, int], valid_
     The passes of each employee in completion order, through the reference model's rule
     (tests/model.py): a new period after expiry (or within the window), nothing while held.
     """
-    from tests.model import _next_period
+    from tests.model import next_period
 
     passes: dict[int, list[tuple[datetime, str]]] = {}
     for r in data.all_results(course_id):
@@ -118,7 +118,7 @@ def expected_grants(data: DataSet, course_id: int, staff: dict[str, int], valid_
     for emp, done in passes.items():
         periods: list[tuple] = []
         for completed, rid in sorted(done):
-            made = _next_period(completed.astimezone(TZ).date(), valid_days, window, periods)
+            made = next_period(completed.astimezone(TZ).date(), valid_days, window, periods)
             if made is not None:
                 periods = sorted([*periods, (*made, rid)], key=lambda p: p[0])
         out[emp] = [(a, b) for a, b, _ in periods]
