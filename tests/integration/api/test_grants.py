@@ -144,3 +144,30 @@ def test_a_revoked_grant_stays_revoked_when_the_webhook_comes_again(conn, app, c
                        headers=sign(raw_later, msg_id="msg-later")).status_code == 202
     wait_for(lambda: _grants(conn), message="the later result's grant")
     assert _grants(conn) == [{"employee_id": emp, "result_id": "r-2"}]
+
+
+def test_every_grant_carries_its_status_today_and_lists_filter_by_it(conn, api):
+    import json
+    from datetime import date, timedelta
+
+    add_course(conn, 4711)
+    tree = add_tree(conn, valid_days=365)
+    emp = add_employee(conn, "anna@kommun.se")
+    conn.execute("UPDATE employees SET first_name = 'Anna', last_name = 'Andersson' WHERE id = %s", (emp,))
+    today = date.today()  # the margins below keep the Stockholm date on the same side
+    insert = ("INSERT INTO grants (employee_id, competence_id, valid_from, valid_to, source, result_id)"
+              " VALUES (%s, %s, %s, %s, 'webhook', %s) RETURNING id")
+    past = conn.execute(insert, (emp, tree["leaf"], today - timedelta(days=400), today - timedelta(days=35), "r-past")).fetchone()["id"]
+    now = conn.execute(insert, (emp, tree["leaf"], today - timedelta(days=30), today + timedelta(days=30), "r-now")).fetchone()["id"]
+    later = conn.execute(insert, (emp, tree["leaf"], today + timedelta(days=31), today + timedelta(days=396), "r-next")).fetchone()["id"]
+    listed = api.get(f"/api/v1/grants?employee_id={emp}").get_json()
+    assert [(g["id"], g["status"]) for g in listed] == [(past, "expired"), (now, "active"), (later, "upcoming")]
+    assert {(g["employee_email"], g["employee_name"], g["competence_name"]) for g in listed} == {
+        ("anna@kommun.se", "Anna Andersson", "HLR")}
+    for status, ids in (("expired", [past]), ("active", [now]), ("upcoming", [later]), ("revoked", [])):
+        r = api.get(f"/api/v1/grants?status={status}")
+        assert [g["id"] for g in r.get_json()] == ids, status
+        assert json.loads(r.headers["X-Pagination"])["total"] == len(ids), status
+    assert api.delete(f"/api/v1/grants/{now}", json={"reason": "wrong course"}).status_code == 200
+    assert [g["id"] for g in api.get("/api/v1/grants?status=revoked").get_json()] == [now]
+    assert [g["id"] for g in api.get("/api/v1/grants?status=active").get_json()] == []
