@@ -221,3 +221,21 @@ def test_two_transactions_deciding_overlapping_periods_at_once_make_one(conn, da
         second.close()
     assert done["out"].statuses == {"r-b": "already_held"} and done["out"].grants_created == 0
     assert [(p[2], p[3]) for p in periods(conn, hlr)] == [("r-a", False)]
+
+
+def test_a_course_found_unpublished_withdraws_the_period_it_gave_but_not_revoked_history(conn):
+    from service.grants.pipeline import apply_course_status
+
+    [hlr] = seed_links(conn, valid_days=(365,))
+    emp = add_employee(conn, ANNA)
+    apply_results(conn, [record("r-2024", "2024-01-10"), record("r-2025", "2025-02-01"),
+                         record("r-2026", "2026-03-01")], source="webhook", tz=TZ)
+    assert [p[2] for p in periods(conn, hlr)] == ["r-2024", "r-2025", "r-2026"]
+    [revoked] = [r["id"] for r in conn.execute("SELECT id FROM grants WHERE result_id = 'r-2026'")]
+    revoke_grant(conn, revoked, "recorded twice", actor="admin", tz=TZ)
+    # the course turns out to have been unpublished from 2025-01-01 (a late event): the 2025
+    # period is withdrawn (its pass granted nothing); the revoked 2026 grant stays as history
+    course = {"id": 4711, "name": "HLR vuxen", "guide_type": 14}
+    apply_course_status(conn, course, "unpublished", at("2025-01-01"), source="webhook", tz=TZ)
+    assert periods(conn, hlr, emp) == [(d("2024-01-10"), d("2025-01-09"), "r-2024", False),
+                                       (d("2026-03-01"), d("2027-03-01"), "r-2026", True)]
