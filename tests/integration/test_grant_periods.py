@@ -239,3 +239,18 @@ def test_a_course_found_unpublished_withdraws_the_period_it_gave_but_not_revoked
     apply_course_status(conn, course, "unpublished", at("2025-01-01"), source="webhook", tz=TZ)
     assert periods(conn, hlr, emp) == [(d("2024-01-10"), d("2025-01-09"), "r-2024", False),
                                        (d("2026-03-01"), d("2027-03-01"), "r-2026", True)]
+
+
+def test_a_result_seen_again_changes_nothing_even_where_it_lies_in_its_own_renewal_window(conn):
+    # renewal_window_days as long as the validity (what renew_on_completion became): any pass
+    # while holding it starts the next period, but not the pass that made the grant held
+    [hlr] = seed_links(conn, valid_days=(365,), window=365)
+    add_employee(conn, ANNA)
+    apply_results(conn, [record("r-1", "2026-06-01")], source="webhook", tz=TZ)
+    for source in ("reconciliation", "backfill", "employee_update"):
+        out = evaluate_results(conn, ["r-1"], source=source, tz=TZ)
+        assert out.statuses == {"r-1": "already_held"} and out.grants_created == 0, source
+    assert periods(conn, hlr) == [(d("2026-06-01"), d("2027-06-01"), "r-1", False)]
+    # another pass while holding it does start the next period
+    apply_results(conn, [record("r-2", "2026-06-15")], source="webhook", tz=TZ)
+    assert periods(conn, hlr)[-1] == (d("2027-06-02"), d("2028-06-01"), "r-2", False)
