@@ -60,7 +60,8 @@ def check_grants(sim: Simulator, links: dict, database_url: str) -> dict:
 
     Returns counts: `pairs` (employee and competence) granted, `extra` grants (a pair nobody
     earned, a result that is the evidence of two grants of one competence, a period that
-    does not start on its result's completion date, overlapping periods) and `missing` ones
+    starts neither on its result's completion date nor the day after another one ends,
+    overlapping periods) and `missing` ones
     (a pair earned but not granted, or a pass whose day no period covers and whose own period
     would overlap none: it should have granted). Grants follow arrival, so which pass starts a
     period may differ between runs; these hold for every order.
@@ -93,11 +94,14 @@ def check_grants(sim: Simulator, links: dict, database_url: str) -> dict:
         periods.setdefault((email, comp), []).append((first, last, rid))
     evidence = [(comp, rid) for _, comp, _, _, rid in grants]
     extra = (len(set(periods) - set(passes)) + (len(evidence) - len(set(evidence))) + overlapping
-             + sum(1 for _, _, first, _, rid in grants if days_of.get(rid) != first))
+             + sum(1 for email, comp, first, _, rid in grants
+                   if days_of.get(rid) != first  # nor the day after the period it renews
+                   and not any(last is not None and last + timedelta(days=1) == first
+                               for _, last, _ in periods[(email, comp)])))
     missing = len(set(passes) - set(periods))
     for pair, days in passes.items():
         held = periods.get(pair, [])
-        missing += sum(1 for day in days if next_period(day, rules[pair[1]][0], None, held) is not None)
+        missing += sum(1 for day in days if next_period(day, *rules[pair[1]], held) is not None)
     return {"pairs": len(periods), "grants": len(grants), "extra": extra, "missing": missing}
 
 
