@@ -36,7 +36,10 @@ def test_the_grant_statements_call_the_rules_of_migration_0007_instead_of_restat
     grant_step = db.q("grant_classified")
     for rule in ("valid_from(", "valid_to(", "renews(", "revocation_bars("):
         assert rule in grant_step
-    assert "revocation_bars(" in db.q("backfill_undecided_stored_results")
+    # A backfill grants through the same grant step, and classifies through the same statement.
+    assert grant_step in db.q("grant_stored_results")
+    assert db.q("classify_stored") in db.q("classify_results")
+    assert db.q("classify_stored") in db.q("evaluate_results")
     assert "course_status_at(" in db.q("refresh_course_status")
     for name, text in db.queries().items():
         assert "AT TIME ZONE" not in text, f"{name} computes a date itself; valid_from states it"
