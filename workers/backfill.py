@@ -291,23 +291,32 @@ class Backfill:
             locked = conn.execute(db.q("backfill_link"), {"link_id": link_id}).fetchone()
             if locked is None:
                 raise LinkGone(link_id)
-            if locked["backfill_checkpoint"] != cp or locked["backfill_state"] != state:
-                return self._start(link_id, False, publish)  # another runner began meanwhile
-            nxt = fresh_checkpoint(self.page_size, run, total)
-            row = conn.execute(db.q("backfill_begin"), {"link_id": link_id,
-                                                       "checkpoint": Jsonb(nxt)}).fetchone()
-            conn.execute(db.q("backfill_units_drop"), {"link_id": link_id, "run": run})
-            if gone is not None:
-                cp = self._course_gone(conn, link_id, nxt, course, str(gone))
-            else:
-                self._create_units(conn, link_id, run, total, publish)
-            link = dict(link, backfill_state="running", backfill_checkpoint=row["backfill_checkpoint"])
+            began_meanwhile = (locked["backfill_checkpoint"] != cp
+                               or locked["backfill_state"] != state)
+            if not began_meanwhile:
+                link = self._begin(conn, link, run, total, course, gone, publish)
+        if began_meanwhile:
+            return self._start(link_id, False, publish)  # another runner began: join it
         if gone is None:
             self._first = (link_id, run, first)  # its first unit need not read it again
         log.info("backfill of link %s (course %s): run %s over %s results", link_id,
                  course["id"], run, total)
         self.on_progress(link)
         return link
+
+    def _begin(self, conn: psycopg.Connection, link: dict, run: int, total: int, course: dict,
+               gone: CourseGone | None, publish: bool) -> dict:
+        """Begin a run: counters back to zero, its units (and their messages)."""
+        link_id = link["id"]
+        nxt = fresh_checkpoint(self.page_size, run, total)
+        row = conn.execute(db.q("backfill_begin"), {"link_id": link_id,
+                                                   "checkpoint": Jsonb(nxt)}).fetchone()
+        conn.execute(db.q("backfill_units_drop"), {"link_id": link_id, "run": run})
+        if gone is not None:
+            self._course_gone(conn, link_id, nxt, course, str(gone))
+        else:
+            self._create_units(conn, link_id, run, total, publish)
+        return dict(link, backfill_state="running", backfill_checkpoint=row["backfill_checkpoint"])
 
     def _create_units(self, conn: psycopg.Connection, link_id: int, run: int, total: int,
                       publish: bool) -> None:

@@ -91,6 +91,33 @@ def test_two_runners_share_a_run_and_store_every_page_once(conn, settings, pool,
     assert (units["n"], units["done"]) == (6, 6)
 
 
+def test_two_runners_that_begin_the_same_run_at_once_end_in_one_run(conn, settings, pool, make_sim):
+    data = generate(34, courses=1, results_per_course=1000, employees=200)
+    sim = make_sim(data)
+    s = settings_for(settings, sim)
+    staff = add_staff(conn, data)
+    link = add_link(conn, data.courses[COURSE_ID])
+    both_read_the_total = threading.Barrier(2, timeout=30)
+    rows = {}
+
+    def runner(name):
+        client = PageHooks(sim)
+        client.before[1] = both_read_the_total.wait  # both see the link pending, then begin
+        rows[name] = Backfill(s, pool, client, page_size=100, unit_pages=2).run(link["id"])
+
+    threads = [threading.Thread(target=runner, args=(n,)) for n in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a runner waits for itself"
+    assert rows["a"]["backfill_state"] == rows["b"]["backfill_state"] == "done"
+    assert link_row(conn, link["id"])["backfill_checkpoint"]["run"] == 1  # the second joined
+    assert counters(link_row(conn, link["id"])) == expected_counters(data, COURSE_ID, staff)
+    assert {e: g[:2] for e, g in grants(conn, link["competence_id"]).items()} == \
+        expected_grants(data, COURSE_ID, staff)
+
+
 def test_the_order_of_the_api_pages_never_changes_the_grants(conn, settings, pool, make_sim):
     # 60 employees with about ten results each in one course: which pass is the evidence, and
     # from when the grant is valid, depends on deciding in completion order.
