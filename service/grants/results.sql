@@ -28,39 +28,9 @@ ON CONFLICT (id) DO NOTHING;
 -- result did (result_outcome, migration 0007).
 -- The arrays travel in binary format (the "b" placeholders: nothing to format and escape per
 -- element), except the scores: numbers of either kind, and text keeps their digits as given.
-WITH RECURSIVE incoming AS (
-    SELECT * FROM unnest(%(ids)b::text[], %(course_ids)b::bigint[], %(emails)b::text[],
-                         %(emails_normalized)b::text[], %(first_names)b::text[],
-                         %(last_names)b::text[], %(passed)b::boolean[], %(scores)s::numeric[],
-                         %(completed_at)b::timestamptz[], %(changed_at)b::timestamptz[],
-                         %(webhook_ids)b::text[], %(sources)b::text[])
-           AS u (id, course_id, email, email_normalized, first_name, last_name, passed, score,
-                 completed_at, changed_at, webhook_id, source)
-),
-upserted AS (
-INSERT INTO results AS r (id, course_id, email, email_normalized, first_name, last_name,
-                          passed, score, completed_at, changed_at, webhook_id, source,
-                          employee_id, status)
-SELECT i.id, i.course_id, i.email, i.email_normalized, i.first_name, i.last_name, i.passed,
-       i.score, i.completed_at, i.changed_at, i.webhook_id, i.source, e.id, s.status
-  FROM incoming i
-  LEFT JOIN LATERAL (SELECT emp.id FROM employees emp
-                      WHERE emp.email_normalized = i.email_normalized LIMIT 1) e ON true
-  CROSS JOIN LATERAL result_status(i.passed, i.course_id, i.completed_at, e.id) s
-ON CONFLICT (id) DO UPDATE
-SET course_id = excluded.course_id, email = excluded.email,
-    email_normalized = excluded.email_normalized, first_name = excluded.first_name,
-    last_name = excluded.last_name, passed = excluded.passed, score = excluded.score,
-    completed_at = excluded.completed_at, changed_at = excluded.changed_at,
-    webhook_id = coalesce(excluded.webhook_id, r.webhook_id), source = excluded.source,
-    employee_id = excluded.employee_id, status = excluded.status, updated_at = now()
-WHERE (r.course_id, r.email_normalized, r.passed, r.score, r.completed_at)
-      IS DISTINCT FROM
-      (excluded.course_id, excluded.email_normalized, excluded.passed, excluded.score,
-       excluded.completed_at)
-  AND (r.changed_at IS NULL OR excluded.changed_at IS NULL OR excluded.changed_at >= r.changed_at)
-RETURNING r.id, r.status, r.course_id, r.completed_at, r.webhook_id, r.employee_id
-),
+WITH RECURSIVE
+-- include: store_incoming
+,
 classified AS (
     SELECT id, course_id, completed_at, webhook_id, employee_id, status AS new_status
       FROM upserted
@@ -79,24 +49,9 @@ SELECT NULL, NULL, NULL, result_id, competence_id, renewed FROM granted;
 -- matched employee (grant_classified). Returns one row per given result (id, status as decided
 -- now, outcome as in upsert_results; the rest NULL) and one per grant created (id NULL;
 -- employee_id, result_id, competence_id, renewed as in upsert_results).
-WITH RECURSIVE classified AS (
-    SELECT res.id, res.course_id, res.completed_at, res.webhook_id, e.id AS employee_id,
-           s.status AS new_status
-      FROM results res
-      -- LIMIT 1 (the email is unique anyway) keeps this a lookup in the email index per
-      -- result: a plain join is planned as a hash join over every employee for each batch.
-      LEFT JOIN LATERAL (SELECT emp.id FROM employees emp
-                          WHERE emp.email_normalized = res.email_normalized LIMIT 1) e ON true
-     CROSS JOIN LATERAL result_status(res.passed, res.course_id, res.completed_at, e.id) s
-     WHERE res.id = ANY(%(ids)s::text[])
-),
-marked AS (
-    UPDATE results SET status = c.new_status, employee_id = c.employee_id, updated_at = now()
-      FROM classified c
-     WHERE results.id = c.id
-       AND (results.status, results.employee_id) IS DISTINCT FROM (c.new_status, c.employee_id)
-    RETURNING results.id
-),
+WITH RECURSIVE
+-- include: classify_stored
+,
 -- include: grant_classified
 SELECT c.id, c.new_status AS status,
        result_outcome(c.new_status, gr.result_id IS NOT NULL) AS outcome,
@@ -236,3 +191,106 @@ RETURNING g.employee_id, g.competence_id;
 -- Results that grant something, of the given employees (to re-decide evidence).
 SELECT id FROM results
  WHERE employee_id = ANY(%(employee_ids)s::bigint[]) AND status = 'granted';
+
+-- name: store_incoming
+-- Not a statement: storing results as upsert_results and store_results do, on the arrays of
+-- upsert_results. A result seen before is updated only when its content changed and the
+-- incoming version is not older; each row is stored decided (employee and status, the status
+-- by result_status, migration 0007). Relations: `incoming` (the arrays) and `upserted` (the
+-- rows written: id, status, course_id, completed_at, webhook_id, employee_id).
+incoming AS (
+    SELECT * FROM unnest(%(ids)b::text[], %(course_ids)b::bigint[], %(emails)b::text[],
+                         %(emails_normalized)b::text[], %(first_names)b::text[],
+                         %(last_names)b::text[], %(passed)b::boolean[], %(scores)s::numeric[],
+                         %(completed_at)b::timestamptz[], %(changed_at)b::timestamptz[],
+                         %(webhook_ids)b::text[], %(sources)b::text[])
+           AS u (id, course_id, email, email_normalized, first_name, last_name, passed, score,
+                 completed_at, changed_at, webhook_id, source)
+),
+upserted AS (
+INSERT INTO results AS r (id, course_id, email, email_normalized, first_name, last_name,
+                          passed, score, completed_at, changed_at, webhook_id, source,
+                          employee_id, status)
+SELECT i.id, i.course_id, i.email, i.email_normalized, i.first_name, i.last_name, i.passed,
+       i.score, i.completed_at, i.changed_at, i.webhook_id, i.source, e.id, s.status
+  FROM incoming i
+  LEFT JOIN LATERAL (SELECT emp.id FROM employees emp
+                      WHERE emp.email_normalized = i.email_normalized LIMIT 1) e ON true
+  CROSS JOIN LATERAL result_status(i.passed, i.course_id, i.completed_at, e.id) s
+ON CONFLICT (id) DO UPDATE
+SET course_id = excluded.course_id, email = excluded.email,
+    email_normalized = excluded.email_normalized, first_name = excluded.first_name,
+    last_name = excluded.last_name, passed = excluded.passed, score = excluded.score,
+    completed_at = excluded.completed_at, changed_at = excluded.changed_at,
+    webhook_id = coalesce(excluded.webhook_id, r.webhook_id), source = excluded.source,
+    employee_id = excluded.employee_id, status = excluded.status, updated_at = now()
+WHERE (r.course_id, r.email_normalized, r.passed, r.score, r.completed_at)
+      IS DISTINCT FROM
+      (excluded.course_id, excluded.email_normalized, excluded.passed, excluded.score,
+       excluded.completed_at)
+  AND (r.changed_at IS NULL OR excluded.changed_at IS NULL OR excluded.changed_at >= r.changed_at)
+RETURNING r.id, r.status, r.course_id, r.completed_at, r.webhook_id, r.employee_id
+)
+
+-- name: store_results
+-- Store a backfill page's results decided but without granting (workers/backfill.py: the
+-- grants are decided afterwards from the stored history, in completion order, by
+-- grant_stored_results). Returns each given result's id and its status now, written or not.
+WITH
+-- include: store_incoming
+SELECT i.id, coalesce(u.status, r.status) AS status
+  FROM (SELECT DISTINCT id FROM incoming) i
+  LEFT JOIN upserted u ON u.id = i.id
+  LEFT JOIN results r ON r.id = i.id;
+
+-- name: classify_stored
+-- Not a statement: decide stored results again (their employee by email, their status by
+-- result_status) and write what changed. Relations: `classified` (id, course_id,
+-- completed_at, webhook_id, employee_id, new_status) and `marked`.
+classified AS (
+    SELECT res.id, res.course_id, res.completed_at, res.webhook_id, e.id AS employee_id,
+           s.status AS new_status
+      FROM results res
+      -- LIMIT 1 (the email is unique anyway) keeps this a lookup in the email index per
+      -- result: a plain join is planned as a hash join over every employee for each batch.
+      LEFT JOIN LATERAL (SELECT emp.id FROM employees emp
+                          WHERE emp.email_normalized = res.email_normalized LIMIT 1) e ON true
+     CROSS JOIN LATERAL result_status(res.passed, res.course_id, res.completed_at, e.id) s
+     WHERE res.id = ANY(%(ids)s::text[])
+),
+marked AS (
+    UPDATE results SET status = c.new_status, employee_id = c.employee_id, updated_at = now()
+      FROM classified c
+     WHERE results.id = c.id
+       AND (results.status, results.employee_id) IS DISTINCT FROM (c.new_status, c.employee_id)
+    RETURNING results.id
+)
+
+-- name: classify_results
+-- Decide the given stored results again without granting (a backfill's results that were
+-- stored before its link existed, or before their employee did); returns how many changed.
+WITH
+-- include: classify_stored
+SELECT count(*) AS changed FROM marked;
+
+-- name: grant_stored_results
+-- Grant what a course's stored results earn, the next `limit` of them in completion order after
+-- (after_at, after_id): a backfill's decision from the whole history it read (docs/rules.md,
+-- rule 3 and rule 4), chunk after chunk. Returns one row per grant created or renewed (kind
+-- 'grant') and one row (kind 'last') with the chunk's last result and size, none when no
+-- result is left.
+WITH RECURSIVE classified AS (
+    SELECT id, course_id, completed_at, webhook_id, employee_id, status AS new_status
+      FROM results
+     WHERE course_id = %(course_id)s AND status = 'granted'
+       AND (completed_at, id) > (%(after_at)s::timestamptz, %(after_id)s::text)
+     ORDER BY completed_at, id
+     LIMIT %(limit)s
+),
+-- include: grant_classified
+SELECT 'grant' AS kind, result_id, competence_id, renewed, NULL::timestamptz AS completed_at,
+       NULL::bigint AS size
+  FROM granted
+UNION ALL
+SELECT 'last', id, NULL, NULL, completed_at, (SELECT count(*) FROM classified)
+  FROM (SELECT id, completed_at FROM classified ORDER BY completed_at DESC, id DESC LIMIT 1) l;

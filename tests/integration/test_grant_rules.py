@@ -189,8 +189,10 @@ def test_the_planner_inlines_every_rule_into_the_grant_statements(conn):
     }
     for name, args in (("upsert_results", params),
                        ("evaluate_results", {"ids": ["r-1"], "source": "webhook", "tz": STOCKHOLM}),
-                       ("backfill_undecided_stored_results",
-                        {"course_id": 4711, "after_id": "", "competence_id": 1, "limit": 500}),
+                       ("grant_stored_results",
+                        {"course_id": 4711, "after_at": T, "after_id": "", "limit": 500,
+                         "source": "backfill", "tz": STOCKHOLM}),
+                       ("classify_results", {"ids": ["r-1"]}),
                        ("refresh_course_status", {"course_id": 4711})):
         plan = "\n".join(r["QUERY PLAN"] for r in conn.execute(
             "EXPLAIN (VERBOSE, COSTS OFF) " + db.q(name), args, prepare=False))

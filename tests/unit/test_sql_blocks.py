@@ -37,7 +37,10 @@ def test_the_grant_statements_call_the_rules_of_migrations_0007_and_0009_instead
     for rule in ("valid_from(", "grant_period(", "revocation_bars("):
         assert rule in grant_step
     assert "renewal_window_days -" not in grant_step and "valid_to + 1" not in grant_step  # grant_period
-    assert "revocation_bars(" in db.q("backfill_undecided_stored_results")
+    # A backfill grants through the same grant step, and classifies through the same statement.
+    assert grant_step in db.q("grant_stored_results")
+    assert db.q("classify_stored") in db.q("classify_results")
+    assert db.q("classify_stored") in db.q("evaluate_results")
     assert "course_status_at(" in db.q("refresh_course_status")
     for name, text in db.queries().items():
         assert "AT TIME ZONE" not in text, f"{name} computes a date itself; valid_from states it"

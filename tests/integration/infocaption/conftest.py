@@ -171,3 +171,11 @@ def counters(row: dict) -> dict[str, int]:
 
 def link_row(conn, link_id: int) -> dict:
     return conn.execute("SELECT * FROM links WHERE id = %s", (link_id,)).fetchone()
+
+
+def resume_page(conn, link_id: int) -> int | None:
+    """Where the link's backfill resumes: the first page its open units have not stored."""
+    return conn.execute(
+        "SELECT min(u.next_page) AS page FROM backfill_units u JOIN links l ON l.id = u.link_id"
+        " WHERE u.link_id = %s AND u.done_at IS NULL"
+        " AND u.run = (l.backfill_checkpoint ->> 'run')::int", (link_id,)).fetchone()["page"]

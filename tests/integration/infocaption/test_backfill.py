@@ -20,6 +20,7 @@ from service.platform.messaging import Publisher
 from service.platform.metrics import INFOCAPTION_BAD_RECORDS
 from tests.conftest import SECRET, wait_for
 from tests.integration.infocaption.conftest import (
+    resume_page as resume_at,
     TZ, add_link, add_staff, classify, client_for, counters, expected_counters, expected_grants, periods_of,
     link_row, settings_for)
 from workers.backfill import Backfill, BackfillWorker
@@ -155,7 +156,7 @@ def test_backfill_killed_half_way_resumes_without_duplicates_or_gaps(conn, setti
     killed = link_row(conn, link["id"])
     assert killed["backfill_state"] == "running"
     assert 1500 <= killed["backfill_processed"] < 5000
-    resume_page = killed["backfill_checkpoint"]["page"]
+    resume_page = resume_at(conn, link["id"])
     assert resume_page > 1
     stored_before = conn.execute("SELECT count(*) AS n FROM results").fetchone()["n"]
     assert stored_before < 5000
@@ -381,6 +382,7 @@ def test_a_stopped_worker_leaves_the_message_unacked_and_the_next_one_resumes(co
     worker.stop()
     thread.join(timeout=30)
     stopped = link_row(conn, link["id"])
+    stopped_at = resume_at(conn, link["id"])
     assert stopped["backfill_state"] == "running" and stopped["backfill_processed"] < 3000
     wait_for(lambda: queue_depth(s, messaging.BACKFILL) == 1, message="the message back in the queue")
 
@@ -393,6 +395,6 @@ def test_a_stopped_worker_leaves_the_message_unacked_and_the_next_one_resumes(co
         worker.stop()
         thread.join(timeout=30)
     pages = [int(p.split("page=")[1].split("&")[0]) for p in sim.requests(path="/API/courses/4711/results")[asked:]]
-    assert min(pages) == stopped["backfill_checkpoint"]["page"]
+    assert min(pages) == stopped_at
     assert periods_of(conn, link["competence_id"]) == expected_grants(data, 4711, staff)
     assert link_row(conn, link["id"])["backfill_processed"] == 3000
