@@ -7,7 +7,8 @@ The InfoCaption simulator (service/demo/simulator.py) runs in a process of its o
 serves one course with N historical results (employee k % 100,000 in a mixed case, 5 % by
 people the organisation does not employ, 10 % failed, oldest first). The backfill is the real
 one: `competence-bridge backfill --link L` (workers/backfill.py, the same code the backfill
-worker runs), until the link is done. The baseline reads the same pages with the same client
+worker runs), until the link is done, by one process and then (on a fresh database) by two
+processes on the same link at once, which share its units as two backfill workers do. The baseline reads the same pages with the same client
 and page size (InfoCaptionClient.results_page, 500 a page) and throws them away. Both run as
 processes of the same shape against the same simulator; results per second = N / wall time.
 
@@ -151,8 +152,9 @@ def _timed(run: Run, args: list[str], env: dict, label: str, timeout: float,
     return elapsed, cpu
 
 
-def measure(run: Run, template: str, *, results: int, without_fks: bool = False, timeout: float = 900) -> dict:
-    name, url = run.database("backfill", template)
+def _database(run: Run, template: str, label: str, without_fks: bool) -> tuple[str, str, int, list[str]]:
+    """A bench database with the course and its link (and, as an experiment, no FKs)."""
+    name, url = run.database(label, template)
     dropped: list[str] = []
     with psycopg.connect(url) as conn:
         conn.execute(data.q("backfill_setup_course"), {"course_id": COURSE_ID, "name": COURSE_NAME})
@@ -163,40 +165,61 @@ def measure(run: Run, template: str, *, results: int, without_fks: bool = False,
                 conn.execute(sql.SQL("ALTER TABLE results DROP CONSTRAINT {}").format(sql.Identifier(constraint)))
             if not dropped or conn.execute(data.q("backfill_result_foreign_keys")).fetchall():
                 raise RuntimeError(f"results' foreign keys were not dropped: {dropped}")
+    return name, url, link_id, dropped
+
+
+def measure(run: Run, template: str, *, results: int, without_fks: bool = False, timeout: float = 900,
+            processes: tuple[int, ...] = (1, 2)) -> dict:
+    """Read-only once, then the backfill by 1 and by 2 `competence-bridge backfill` processes
+    working on the same link at once (each on a fresh database); the figure is the best."""
     port = free_port()
     sim = run.start([str(BIN / "python"), "-m", "bench.backfill", "serve", "--results", str(results),
-                     "--port", str(port)], run.env(url, "unused"), "simulator")
-    out: dict = {"results": results, "page_size": PAGE_SIZE}
-    if without_fks:
-        out["experiment"] = {"dropped_foreign_keys": dropped}
+                     "--port", str(port)], run.env("postgresql:///unused", "unused"), "simulator")
+    out: dict = {"results": results, "page_size": PAGE_SIZE, "by_processes": {}}
     try:
         started = time.monotonic()
         wait_port(port, 600, sim)
         out["simulator_ready_s"] = round(time.monotonic() - started, 1)
-        env = run.env(url, run.prefix("backfill"), INFOCAPTION_BASE_URL=f"http://{HOST}:{port}")
         say(f"  backfill: simulator up with {results:,} results in {out['simulator_ready_s']}s; reading only")
+        base = f"http://{HOST}:{port}"
+        env = run.env("postgresql:///unused", run.prefix("backfill-read"), INFOCAPTION_BASE_URL=base)
         with run.profiled(sim, "backfill-sim-read", timeout):
             read_s, out["read_cpu"] = _timed(run, [str(BIN / "python"), "-m", "bench.backfill", "read"],
                                              env, "backfill-read", timeout, sim)
             out["read_s"] = round(read_s, 2)
         out["read_per_s"] = round(results / out["read_s"], 1)
-        say(f"  backfill: read-only {out['read_per_s']:,.0f} results/s; now the backfill of link {link_id}")
-        with run.profiled(sim, "backfill-sim", timeout):
-            backfill_s, out["backfill_cpu"] = _timed(
-                run, [str(BIN / "competence-bridge"), "backfill", "--link", str(link_id),
-                      "--page-size", str(PAGE_SIZE)], env, "backfill-run", timeout, sim)
-            out["backfill_s"] = round(backfill_s, 2)
-        out["backfill_per_s"] = round(results / out["backfill_s"], 1)
-        with psycopg.connect(url) as conn:
-            row = conn.execute(data.q("backfill_outcome"), {"link_id": link_id}).fetchone()
-        out["outcome"] = dict(zip(("state", "total", "processed", "granted", "already_held", "not_passed",
-                                   "unmatched", "errors", "grants"), row))
-        out["ratio"] = round(out["backfill_per_s"] / out["read_per_s"], 3)
-        say(f"  backfill: {out['backfill_per_s']:,.0f} results/s, {out['outcome']}")
+        for n in processes:
+            name, url, link_id, dropped = _database(run, template, f"backfill{n}", without_fks)
+            if without_fks:
+                out["experiment"] = {"dropped_foreign_keys": dropped}
+            try:
+                env = run.env(url, run.prefix(f"backfill{n}"), INFOCAPTION_BASE_URL=base)
+                say(f"  backfill: read-only {out['read_per_s']:,.0f} results/s; now the backfill of "
+                    f"link {link_id} by {n} process(es)")
+                one = " ".join([str(BIN / "competence-bridge"), "backfill", "--link", str(link_id),
+                                "--page-size", str(PAGE_SIZE)])
+                # n processes on one link at once; the shell waits for each and fails if one did
+                script = " ; ".join([f"{one} >/dev/null 2>&1 & p{i}=$!" for i in range(n)]
+                                    + [" && ".join(f"wait $p{i}" for i in range(n))])
+                label = "backfill-run"
+                with run.profiled(sim, f"backfill-sim-{n}", timeout):
+                    backfill_s, cpu = _timed(run, ["bash", "-c", script], env, label, timeout, sim)
+                with psycopg.connect(url) as conn:
+                    row = conn.execute(data.q("backfill_outcome"), {"link_id": link_id}).fetchone()
+                fig = {"backfill_s": round(backfill_s, 2), "backfill_cpu": cpu,
+                       "backfill_per_s": round(results / backfill_s, 1),
+                       "outcome": dict(zip(("state", "total", "processed", "granted", "already_held",
+                                            "not_passed", "unmatched", "errors", "grants"), row))}
+                fig["ratio"] = round(fig["backfill_per_s"] / out["read_per_s"], 3)
+                out["by_processes"][str(n)] = fig
+                say(f"  backfill by {n}: {fig['backfill_per_s']:,.0f} results/s ({fig['ratio']} x), {fig['outcome']}")
+            finally:
+                drop_database(name)
+                run.databases.remove(name)
+        best = max(out["by_processes"], key=lambda k: out["by_processes"][k]["ratio"])
+        out.update(out["by_processes"][best], processes=int(best))
     finally:
         run.stop(sim)
-        drop_database(name)
-        run.databases.remove(name)
     return out
 
 

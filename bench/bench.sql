@@ -34,8 +34,9 @@ SELECT 'employee' || g || '@bench.example', 'employee' || g || '@bench.example',
 -- name: growth_drop_grant_indexes
 -- Growth: build the 10 M grants without indexes and foreign-key triggers, then index them
 -- (set-based; the data is valid by construction). Bench database only.
-ALTER TABLE grants DROP CONSTRAINT grants_employee_competence_key,
+ALTER TABLE grants DROP CONSTRAINT grants_periods_excl,
                    DROP CONSTRAINT grants_pkey;
+DROP INDEX grants_employee_competence_idx;
 
 -- name: growth_drop_competence_index
 DROP INDEX grants_competence_id_idx;
@@ -52,8 +53,13 @@ SELECT e.id, c.id, date '2024-01-01' + (e.id % 365)::int, NULL, 'backfill', NULL
                 AND id NOT IN (SELECT competence_id FROM links)) AS c;
 
 -- name: growth_restore_grant_indexes
+-- (the constraint and index of migration 0009, service/platform/migrations)
 ALTER TABLE grants ADD CONSTRAINT grants_pkey PRIMARY KEY (id),
-                   ADD CONSTRAINT grants_employee_competence_key UNIQUE (employee_id, competence_id);
+                   ADD CONSTRAINT grants_periods_excl
+                       EXCLUDE USING gist (grant_extent(employee_id, competence_id, valid_from,
+                                                        valid_to) WITH &&)
+                       WHERE (revoked_at IS NULL);
+CREATE INDEX grants_employee_competence_idx ON grants (employee_id, competence_id, valid_from);
 
 -- name: growth_restore_competence_index
 CREATE INDEX grants_competence_id_idx ON grants (competence_id);

@@ -219,8 +219,12 @@ def _notes(results: dict, cpus: int = 2) -> list[str]:
             f"- **Backfill.** One course with {bf['results']:,} results in the simulator (its own process; "
             f"pages of {bf['page_size']}), link to a competence no other course grants. Read-only = the "
             f"service's client reading every page and discarding it: {bf['read_s']} s. Backfill = "
-            f"`competence-bridge backfill --link` until done: {bf['backfill_s']} s, outcome "
-            f"{bf.get('outcome')}. CPU seconds during the backfill: {bf['backfill_cpu']['by_component']}; "
+            f"`competence-bridge backfill --link` until done, by 1 and by 2 processes at once on the "
+            f"same link (each on a fresh database): "
+            + "; ".join(f"{n}: {f['backfill_s']} s, {f['backfill_per_s']:,.0f} results/s, {f['ratio']} x"
+                        for n, f in bf.get("by_processes", {}).items())
+            + f". The table gives the best ({bf.get('processes', 1)}), outcome "
+            f"{bf.get('outcome')}. CPU seconds during that backfill: {bf['backfill_cpu']['by_component']}; "
             f"during the read: {bf['read_cpu']['by_component']}.")
         if bf.get("experiment"):
             notes.append(
@@ -231,7 +235,7 @@ def _notes(results: dict, cpus: int = 2) -> list[str]:
             notes.append(
                 f"- **What bounds the backfill:** {lim['cpu_us_per_result']} µs of CPU per result "
                 f"(PostgreSQL {lim['postgresql_us_per_result']} µs, the backfill process "
-                f"{lim['backfill_process_us_per_result']} µs, the rest the simulator); it stores two pages at once on two "
-                f"connections, committed in order ({lim['cores_busy']} cores busy on average). Even spread perfectly over {cpus} cores that is "
+                f"{lim['backfill_process_us_per_result']} µs, the rest the simulator); the pages are stored as units that each process takes "
+                f"whole, then the grants are decided in completion order ({lim['cores_busy']} cores busy on average). Even spread perfectly over {cpus} cores that is "
                 f"~{lim['max_rate_all_cores']:,} results/s, {lim['best_possible_ratio']} x the read-only rate.")
     return notes

@@ -35,7 +35,7 @@ def pytest_ignore_collect(collection_path, config):
     return None
 
 DOMAIN_TABLES = (
-    "grants", "grant_revocations", "results", "links", "course_status_changes", "courses",
+    "grants", "results", "links", "course_status_changes", "courses",
     "competences", "employees", "webhook_receipts", "rejected_webhooks", "dead_letters",
     "api_tokens", "audit_log", "outbox", "job_cursors", "queue_messages",
     "subscriptions", "outgoing_events", "event_deliveries", "grant_notices", "grant_notices_state",

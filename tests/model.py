@@ -5,11 +5,14 @@ in dictionaries and applies docs/rules.md in plain Python. The model check feeds
 same stream to the service and to the model and compares the grants.
 
 Semantics shared with the service (documented in docs/RELIABILITY.md):
-- events are applied in batches; within one batch, when several new results earn the same
-  competence for the same employee, the earliest completion is the evidence (for a competence
-  that renews, the latest), ties broken by the smaller result id;
-- a grant that exists is never overwritten; a competence with `renew_on_completion` has its
-  grant's `valid_to` extended by a result that gives a later one;
+- events are applied in batches; the results one batch decides are decided one by one in
+  completion order (ties broken by the smaller result id), each seeing the grants the earlier
+  ones made;
+- a grant is a period and is never changed: a pass on a day no period covers starts a grant
+  from that day if it overlaps no period; a pass within the competence's renewal window before
+  the end of the period covering its day starts the next period the day after it ends, if that
+  overlaps none; otherwise it starts nothing. A result that is the evidence of a grant of the
+  competence starts nothing more;
 - a result id seen again is decided again only when its content changed and it is not older.
 """
 from __future__ import annotations
@@ -40,12 +43,13 @@ class Result:
 
 @dataclass
 class Model:
-    competences: dict[int, tuple[int | None, bool]] = field(default_factory=dict)  # id -> (days, renew)
+    competences: dict[int, tuple[int | None, int | None]] = field(default_factory=dict)  # id -> (days, window)
     links: set[tuple[int, int]] = field(default_factory=set)  # (course, competence)
     employees: set[str] = field(default_factory=set)  # normalised emails
     results: dict[str, Result] = field(default_factory=dict)
     webhooks: set[str] = field(default_factory=set)
-    grants: dict[tuple[str, int], tuple[date, date | None, str]] = field(default_factory=dict)
+    # (email, competence) -> the periods, each (first day, last day or None, result id), by first day
+    grants: dict[tuple[str, int], list[tuple[date, date | None, str]]] = field(default_factory=dict)
 
     # --- the stream's operations ----------------------------------------------------------
 
@@ -88,9 +92,9 @@ class Model:
     # --- the rules ------------------------------------------------------------------------
 
     def decide(self, results: list[Result]) -> None:
-        best: dict[tuple[str, int], Result] = {}
-        for r in results:
-            linked = [k for c, k in self.links if c == r.course]
+        earning: list[tuple[Result, int]] = []
+        for r in sorted(results, key=lambda r: (r.completed, r.id)):
+            linked = sorted(k for c, k in self.links if c == r.course)
             if not r.passed:
                 r.status = "failed"
             elif r.email not in self.employees:
@@ -99,27 +103,38 @@ class Model:
                 r.status = "no_link"
             else:
                 r.status = "granted"
-                for k in linked:
-                    key = (r.email, k)
-                    renew = self.competences[k][1]
-                    other = best.get(key)
-                    if other is None or _better(r, other, renew):
-                        best[key] = r
-        for (email, k), r in sorted(best.items()):
-            days, renew = self.competences[k]
-            start = r.completed.astimezone(STOCKHOLM).date()
-            end = start + timedelta(days=days) if days is not None else None
-            held = self.grants.get((email, k))
-            if held is None:
-                self.grants[(email, k)] = (start, end, r.id)
-            elif renew and held[1] is not None and end is not None and end > held[1]:
-                self.grants[(email, k)] = (held[0], end, r.id)
+                earning += [(r, k) for k in linked]
+        for r, k in earning:  # in completion order
+            periods = self.grants.setdefault((r.email, k), [])
+            if any(rid == r.id for _, _, rid in periods):
+                continue  # seen before: it changes nothing
+            days, window = self.competences[k]
+            made = next_period(r.completed.astimezone(STOCKHOLM).date(), days, window, periods)
+            if made is not None:
+                periods.append((*made, r.id))
+                periods.sort(key=lambda p: p[0])
+            elif not periods:
+                del self.grants[(r.email, k)]
 
 
-def _better(r: Result, other: Result, renew: bool) -> bool:
-    if r.completed != other.completed:
-        return r.completed > other.completed if renew else r.completed < other.completed
-    return r.id < other.id
+def next_period(day: date, days: int | None, window: int | None,
+                 periods: list[tuple[date, date | None, str]]) -> tuple[date, date | None] | None:
+    """The period a pass on `day` starts, or None (docs/rules.md, rule 3)."""
+    covering = [end for start, end, _ in periods if start <= day and (end is None or day <= end)]
+    if covering:
+        if None in covering or window is None:
+            return None
+        end = max(covering)
+        if (end - day).days > window:
+            return None
+        first = end + timedelta(days=1)
+    else:
+        first = day
+    last = None if days is None else first + timedelta(days=days)
+    for start, end, _ in periods:
+        if (last is None or start <= last) and (end is None or end >= first):
+            return None  # it would overlap a period held
+    return first, last
 
 
 # --- the random stream ----------------------------------------------------------------------
@@ -131,7 +146,10 @@ def stream(seed: int, n: int, *, courses: int = 12, competences: int = 16, email
     rng = random.Random(seed)
     course_ids = [5000 + i for i in range(courses)]
     comp_ids = list(range(100, 100 + competences))
-    comps = {k: (rng.choice([None, 30, 365, 730, 1095]), rng.random() < 0.3) for k in comp_ids}
+    comps = {}
+    for k in comp_ids:
+        days = rng.choice([None, 30, 365, 730, 1095])
+        comps[k] = (days, rng.choice([0, 10, 60, 180, days]) if rng.random() < 0.4 else None)
     pool = [f"person.{i:05d}@kommun.example" for i in range(emails)]
     existing = [e for e in pool if rng.random() < 0.6]
     links = {(c, k) for c in course_ids for k in rng.sample(comp_ids, 2)}

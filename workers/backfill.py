@@ -1,60 +1,47 @@
 """Backfill: a new link grants its competence to every historical passed participant (rule 4).
 
-A backfill reads the course's results from InfoCaption page by page and commits each page in
-one transaction of its own: the results go through the same pipeline as webhooks
-(`apply_results`), the page's results already stored are decided again for the new link, the
-link's counters grow and its checkpoint moves to the next page. A killed backfill therefore
-resumes at the first page it had not committed; a page read twice changes nothing (results
-are upserted, grants never duplicated), so a second run changes nothing either. While a page
-commits, the next one is read from the API (PageReader); a page read ahead is only ever kept in
-memory, so the checkpoint alone says where a run resumes.
+docs/processes.md, "The backfill", describes the design; in short:
 
-Two pages are stored at once, on two connections (`Backfill._commit_pages`), and still commit
-in order: page n+1 moves the checkpoint only after page n's transaction ended (a
-transaction-level advisory lock per page, `_turn_key`), so the checkpoint keeps its meaning.
-A page that shares an employee or a result with the page before it waits for that page before
-it stores anything, because both would lock the same rows. Should two pages still wait for
-each other (a deadlock PostgreSQL breaks by aborting one), nothing of the aborted page is
-kept and the run goes on from the checkpoint one page at a time. The grants counted in the
-checkpoint are added up in the database, where the pages commit in order.
-
-Phases (`backfill_checkpoint.phase`):
-  api     pages 1..N of `GET /API/courses/{id}/results` (the page size is fixed in the
-          checkpoint, so a resumed run reads the same offsets);
-  stored  results already in our database that the API did not return and that may earn
-          something through this link (results that came by webhook before the link existed,
-          granted for another link only, or unmatched whose employee exists by now);
-  done    finished: the counters are recomputed from the course's stored results.
+- A run of a link's backfill splits the course's API pages into **units** (ranges of
+  UNIT_PAGES pages, table `backfill_units`), one message on the backfill queue for each. Any
+  backfill worker takes any unit: it holds the unit's session lock (a killed worker's unit is
+  free again at once), reads its pages one ahead (PageReader) and commits each page in one
+  transaction of its own that stores the page's results decided but **without granting**,
+  counts them on the link and moves the unit's `next_page`. A page stored twice changes
+  nothing (results are upserted).
+- A message is only a wake-up for its link: whoever takes one works on every open unit nobody
+  holds, so one worker alone finishes a run and two share it.
+- When the last unit is stored, whoever stored it decides the grants (phase `sweep`) under the
+  link's session lock: first the stored results whose status a link changes (stored before the
+  link, or before their employee existed) are decided again, then the course's results that
+  earn something are granted chunk after chunk **in completion order** (grant_stored_results),
+  so the outcome never depends on the order of the API's pages (docs/rules.md, rule 3). The
+  link's checkpoint says where the sweep resumes.
+- done: the counters are recomputed from the course's stored results.
 
 Counters (on the link, docs/admin-api.md, "Links"), each result of the course counted once:
-  granted       passed results that granted the link's competence in this run (a grant
-                created, or renewed: the result is the grant's evidence now);
-  already_held  passed, matched results that earn the competence but created nothing: the
-                employee held it (rule 3), a grant of it was revoked for this result or after
-                it (rule 5), or another result of the same employee gave it;
+  granted       passed results that granted the link's competence in this run;
+  already_held  passed, matched results that earn the competence but created nothing (while
+                the pages are stored, every such result counts here; the sweep moves those that
+                granted to `granted`);
   not_passed    results that do not count as a pass: not passed (rule 1), or passed while the
-                course was not published (rule 6). The latter are also counted in
-                `not_published`: they are passes InfoCaption shows, so the link says why they
-                grant nothing; counting them as held or unmatched would say something false;
+                course was not published (rule 6), the latter also counted in `not_published`;
   unmatched     passed results whose email matches no employee (kept for the unmatched report);
   errors        records InfoCaption served that could not be read (client.py says what is
                 unreadable) or that the database refused for good (SQLSTATE classes 22, 23,
                 54: the page is then stored record by record, each in a savepoint). Each is
                 kept for ops as a dead letter of the queue `infocaption-api`, and the run goes on.
-  processed = granted + already_held + not_passed + unmatched + errors, page by page while
-  running, and processed = total at the end, where the counters are taken again from the
-  course's stored results (granted and errors are added up page by page, in the transaction of
-  each page, so a page rolled back counts nothing). The checkpoint keeps `grants_created`,
-  the grants of every competence the pages created.
+  processed = granted + already_held + not_passed + unmatched + errors; at the end the counters
+  are taken again from the course's stored results, so repeats count once.
 
 Page instability: InfoCaption pages by offset, so a list that changes while we page may
-repeat or skip a record. Repeats are harmless (see above) and the final counters are taken
-from stored rows, so they never count a result twice. Results added or changed while paging
-are not the backfill's job: the link exists before the backfill starts, so their webhooks grant
-them, and a lost one is read by the reconciliation, whose first window for a course starts
-when the course was linked. Results removed while paging can shift a later record onto a page
-already read; when the reported total shrinks during a pass, the backfill makes one more pass
-(at most MAX_PASSES in all).
+repeat or skip a record. Repeats are harmless (see above). Results added or changed while
+paging are not the backfill's job: the link exists before the backfill starts, so their
+webhooks grant them, and a lost one is read by the reconciliation. The unit that holds the
+last page reads on until the API says it was the last, so a list that grew is read to its end.
+Results removed while paging can shift a later record onto a page already read: when a total
+the API reported during the run is smaller than the run's first one, the backfill makes one
+more pass (a new run, at most MAX_PASSES in all) before it decides the grants.
 """
 from __future__ import annotations
 
@@ -62,8 +49,7 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -73,9 +59,9 @@ from psycopg_pool import ConnectionPool
 
 from service.platform import db, messaging
 from service.platform.config import Settings
-from service.grants.pipeline import (Outcome, apply_course_status, apply_results_keeping_going,
-                                     evaluate_results, keep_bad_records)
-from service.people.email import normalize_email
+from service.grants.pipeline import (apply_course_status, apply_results_keeping_going,
+                                     classify_results, grant_stored_results, keep_bad_records,
+                                     store_results)
 from service.infocaption.client import CourseGone, InfoCaptionClient, InfoCaptionError, Page
 from service.platform.metrics import GRANTS
 from workers.base import BACKOFF_CAP_S, BACKOFF_FIRST_S, BatchWorker, is_transient
@@ -83,17 +69,14 @@ from workers.base import BACKOFF_CAP_S, BACKOFF_FIRST_S, BatchWorker, is_transie
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
+UNIT_PAGES = 20  # pages per unit: 10,000 results at the default page size
+SWEEP_CHUNK = 5000  # stored results decided per transaction of the sweep
 # The link's counters (docs/admin-api.md, "Links"); `processed` is their sum.
 COUNTERS = ("granted", "already_held", "not_passed", "unmatched", "errors")
 MAX_PASSES = 3
-LOCK_NAMESPACE = 7_413_005  # advisory lock (namespace, link id): one runner per link
-
-
-def _turn_key(link_id: int, sent: int) -> int:
-    """A transaction-level advisory lock (bigint, negative: apart from every other key here)
-    that page number `sent` of a run holds from its start; the next page takes it before it
-    moves the checkpoint, so it commits only after its predecessor ended."""
-    return -(((link_id & 0x7FFFFFFFFF) << 20) | (sent & 0xFFFFF)) - 1
+UNIT_LOCKS, SWEEP_LOCKS = 1, 2  # the namespaces of backfill_try_lock
+BACKFILL_TOPIC = "backfill"  # the outbox topic relayed to the backfill queue
+EPOCH = datetime(1, 1, 1, tzinfo=timezone.utc)  # before every completion: where a sweep starts
 
 
 class PageReader:
@@ -120,6 +103,12 @@ class PageReader:
         """Start fetching page `number` unless a page is already being read ahead."""
         if self._ahead is None:
             self._ahead = (number, self._start(number))
+
+    def seed(self, number: int, page: Page) -> None:
+        """Hand over page `number`, read already (the first page a new run read for its total)."""
+        future: Future = Future()
+        future.set_result(page)
+        self._ahead = (number, future)
 
     def get(self, number: int) -> Page:
         ahead, self._ahead = self._ahead, None
@@ -167,21 +156,21 @@ class Stopping(Exception):
     """The process is stopping; the backfill stays resumable from its checkpoint."""
 
 
-class LinkBusy(Exception):
-    """Another process is running this link's backfill."""
+class LinkGone(Exception):
+    """The link was deleted during its backfill."""
 
 
 class CheckpointMoved(Exception):
-    """The checkpoint changed under us: another runner took the link over."""
+    """The position changed under us: another runner took the unit or the run over."""
 
 
-def fresh_checkpoint(page_size: int) -> dict:
-    return {"phase": "api", "pass": 1, "page": 1, "page_size": page_size, "last_total": None,
-            "shrank": False, "after_id": "", "grants_created": 0}
+def fresh_checkpoint(page_size: int, run: int, total: int) -> dict:
+    return {"phase": "units", "run": run, "pass": 1, "page_size": page_size, "total": total,
+            "grants_created": 0}
 
 
 class Backfill:
-    """Run (or resume) the backfill of one link; used by the worker and the CLI."""
+    """Run (or resume, or join) the backfill of one link; used by the worker and the CLI."""
 
     def __init__(
         self,
@@ -190,6 +179,8 @@ class Backfill:
         client: InfoCaptionClient,
         *,
         page_size: int = PAGE_SIZE,
+        unit_pages: int = UNIT_PAGES,
+        sweep_chunk: int = SWEEP_CHUNK,
         pause: Callable[[float], None] = time.sleep,
         on_progress: Callable[[dict], None] | None = None,
     ):
@@ -197,257 +188,312 @@ class Backfill:
         self.pool = pool
         self.client = client
         self.page_size = page_size
+        self.unit_pages = unit_pages
+        self.sweep_chunk = sweep_chunk
         self.pause = pause
         self.on_progress = on_progress or (lambda _row: None)
+        self._first: tuple[int, int, Page] | None = None  # (link, run, page 1) read by _start
 
     # --- the run ----------------------------------------------------------------------------
 
-    def run(self, link_id: int, *, again: bool = False, wait: bool = True) -> dict | None:
-        """Backfill one link to the end; return its final row, None if the link is gone.
+    def run(self, link_id: int, *, again: bool = False, wait: bool = True,
+            publish: bool = False) -> dict | None:
+        """Take part in one link's backfill; return the link's row, None if the link is gone.
 
-        A done backfill is left alone unless `again`; a running or failed one resumes from its
-        checkpoint. Raises LinkBusy when another process runs it and `wait` is false.
+        A done backfill is left alone unless `again`; a running or failed one resumes. This
+        runner stores every open unit that nobody else holds, and decides the grants if it
+        stored the last one. With `wait`, it then waits until the backfill is done or failed
+        (others may still hold units); `publish` puts a message for each unit of a new run on
+        the backfill queue (through the outbox), so that other workers join.
         """
-        with psycopg.connect(self.pool.conninfo, autocommit=True) as lock_conn:
-            while not lock_conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
-                                        (LOCK_NAMESPACE, link_id & 0x7FFFFFFF)).fetchone()[0]:
-                if not wait:
-                    raise LinkBusy(f"link {link_id}: another process is running its backfill")
-                self.pause(1.0)
-            try:
-                return self._run_locked(link_id, again)
-            finally:
-                lock_conn.execute("SELECT pg_advisory_unlock(%s, %s)",
-                                  (LOCK_NAMESPACE, link_id & 0x7FFFFFFF))
-
-    def _run_locked(self, link_id: int, again: bool) -> dict | None:
-        link = self._start(link_id, again)
+        try:
+            link = self._start(link_id, again, publish)
+        except LinkGone:
+            log.info("backfill of link %s: the link no longer exists", link_id)
+            return None
         if link is None or link["backfill_state"] == "done":
             return link
-        cp = link["backfill_checkpoint"]
-        course = {"id": link["course_id"], "name": link["course_name"], "guide_type": link["guide_type"]}
-        log.info("backfill of link %s (course %s) from %s page %s", link_id, course["id"],
-                 cp["phase"], cp.get("page"))
-        state, error = "done", None
-        size = cp["page_size"]
-        reader = PageReader(lambda n: self.client.results_page(course, n, size), self.pause)
-        try:
-            stopped = None
-            if cp["phase"] == "api":
-                cp, stopped = self._commit_pages(link_id, link, cp, reader)
-        finally:
-            reader.close()
-        if isinstance(stopped, CourseGone):
-            # The course was deleted: note it (as the catalog refresh would) and decide what is
-            # stored; the history InfoCaption no longer serves cannot be read.
-            cp = self._course_gone(link_id, cp, course)
-            state, error = "failed", str(stopped)
-        elif stopped is not None:
-            self._fail(link_id, f"InfoCaption: {stopped}")
-            log.warning("backfill of link %s stopped: %s (resumable)", link_id, stopped)
-            return self._load(link_id)
-        while cp["phase"] == "stored":
-            cp = self._commit_stored_chunk(link_id, cp, dict(course, competence_id=link["competence_id"]))
-        return self._finish(link_id, course["id"], cp, state, error)
+        with psycopg.connect(self.pool.conninfo, autocommit=True) as locks:
+            while True:
+                try:
+                    link = self._work(locks, link_id, publish)
+                except LinkGone:
+                    log.info("backfill of link %s: the link was deleted", link_id)
+                    return None
+                if not wait or link is None or link["backfill_state"] in ("done", "failed"):
+                    return link
+                self.pause(0.5)  # others hold units or the sweep: wait for them (or their end)
+                link = self._load(link_id)
+                if link is None or link["backfill_state"] in ("done", "failed"):
+                    return link
 
-    def _start(self, link_id: int, again: bool) -> dict | None:
-        with self.pool.connection() as conn, conn.transaction():
-            link = conn.execute(db.q("backfill_link"), {"link_id": link_id}).fetchone()
+    def _work(self, locks: psycopg.Connection, link_id: int, publish: bool) -> dict | None:
+        """Store the open units nobody holds, then decide the grants if none is left open."""
+        while True:
+            link = self._load(link_id)
             if link is None:
-                log.info("backfill of link %s: the link no longer exists", link_id)
-                return None
-            state, cp = link["backfill_state"], link["backfill_checkpoint"]
-            if state == "done" and not again:
+                raise LinkGone(link_id)
+            cp = link["backfill_checkpoint"]
+            if link["backfill_state"] != "running" or cp["phase"] == "done":
                 return link
-            resumable = (state in ("running", "failed") and isinstance(cp, dict)
-                         and cp.get("phase") in ("api", "stored"))
-            if resumable:
+            if cp["phase"] == "units":
+                for unit in self._open_units(link_id, cp["run"]):
+                    if not self._try_lock(locks, UNIT_LOCKS, unit["id"]):
+                        continue  # another runner stores it
+                    try:
+                        stopped = self._store_unit(link, unit["id"])
+                    finally:
+                        self._unlock(locks, UNIT_LOCKS, unit["id"])
+                    if isinstance(stopped, CourseGone):
+                        self._note_course_gone(link, stopped)
+                        break
+                    if stopped is not None:
+                        self._fail(link_id, f"InfoCaption: {stopped}")
+                        log.warning("backfill of link %s stopped: %s (resumable)", link_id, stopped)
+                        return self._load(link_id)
+                else:
+                    if not self._advance(link_id, publish):
+                        return self._load(link_id)  # units still held by others
+                continue
+            # phase sweep
+            if not self._try_lock(locks, SWEEP_LOCKS, link_id):
+                return link  # another runner decides the grants
+            try:
+                return self._sweep(link_id)
+            finally:
+                self._unlock(locks, SWEEP_LOCKS, link_id)
+
+    def _start(self, link_id: int, again: bool, publish: bool) -> dict | None:
+        link = self._load(link_id)
+        if link is None:
+            raise LinkGone(link_id)
+        state, cp = link["backfill_state"], link["backfill_checkpoint"]
+        if state == "done" and not again:
+            return link
+        if (state in ("running", "failed") and isinstance(cp, dict) and "run" in cp
+                and cp.get("phase") in ("units", "sweep")):
+            with self.pool.connection() as conn:
                 row = conn.execute(db.q("backfill_resume"), {"link_id": link_id}).fetchone()
-            else:
-                row = conn.execute(db.q("backfill_begin"), {
-                    "link_id": link_id, "checkpoint": Jsonb(fresh_checkpoint(self.page_size))}).fetchone()
+            if row is None:
+                raise LinkGone(link_id)
             link = dict(link, backfill_state="running", backfill_checkpoint=row["backfill_checkpoint"])
+            self.on_progress(link)
+            return link
+        course = self._course(link)
+        try:
+            first = self.client.results_page(course, 1, self.page_size)
+        except CourseGone as exc:
+            total, gone = 0, exc
+        else:
+            total, gone = first.total_hits, None
+        run = (cp or {}).get("run", 0) + 1 if isinstance(cp, dict) else 1
+        with self.pool.connection() as conn, conn.transaction():
+            locked = conn.execute(db.q("backfill_link"), {"link_id": link_id}).fetchone()
+            if locked is None:
+                raise LinkGone(link_id)
+            began_meanwhile = (locked["backfill_checkpoint"] != cp
+                               or locked["backfill_state"] != state)
+            if not began_meanwhile:
+                link = self._begin(conn, link, run, total, course, gone, publish)
+        if began_meanwhile:
+            return self._start(link_id, False, publish)  # another runner began: join it
+        if gone is None:
+            self._first = (link_id, run, first)  # its first unit need not read it again
+        log.info("backfill of link %s (course %s): run %s over %s results", link_id,
+                 course["id"], run, total)
         self.on_progress(link)
         return link
 
-    # --- the pages: two in flight, committed in order -------------------------------------------
-
-    def _commit_pages(self, link_id: int, link: dict, cp: dict,
-                      reader: PageReader) -> tuple[dict, Exception | None]:
-        """Commit the API pages from the checkpoint on.
-
-        Returns the checkpoint after the last committed page, and the CourseGone or
-        InfoCaptionError that stopped the reading (None when every page was committed).
-
-        Two pages are in flight at once, on two connections (a transaction each, committed by
-        a thread each): PostgreSQL stores one page while the next is sent and stored. Page n+1
-        moves the checkpoint only after page n ended (`_turn_key`), so the checkpoint still
-        names the next page to commit and a stopped run resumes from it. Pages that
-        share employees can wait for each other's grants: PostgreSQL then aborts one (deadlock
-        detected), and the run goes on from the checkpoint one page at a time.
-        """
-        inflight: deque[tuple[dict, Future]] = deque()  # (checkpoint before the page, commit)
-        sent = 0  # pages sent so far; they use the two connections in turn
-        limit = 2  # pages in flight
-        last_keys: set = set()  # what the page sent last touches
-        with self.pool.connection() as first, self.pool.connection() as second, \
-                ThreadPoolExecutor(max_workers=2, thread_name_prefix="backfill-commit") as pool:
-            conns = (first, second)
-            try:
-                while True:
-                    if cp["phase"] == "api" and len(inflight) < limit:
-                        try:
-                            page = reader.get(cp["page"])
-                        except (CourseGone, InfoCaptionError) as exc:
-                            while inflight:  # what is in flight commits first
-                                cp = self._settled(inflight.popleft()[1])
-                            return cp, exc
-                        if not page.last:
-                            # The checkpoint will point to the next page: read it meanwhile.
-                            reader.read_ahead(cp["page"] + 1)
-                        nxt = self._next_checkpoint(link_id, cp, page)
-                        keys = _rows_touched(page)
-                        started = threading.Event()
-                        inflight.append((cp, pool.submit(
-                            self._commit_page, conns[sent % 2], link, cp, nxt, page,
-                            turn=_turn_key(link_id, sent),
-                            after=_turn_key(link_id, sent - 1) if inflight else None,
-                            # Pages that share an employee or a result would lock the same rows:
-                            # this one then waits for its turn before it stores anything.
-                            wait_first=bool(inflight and keys & last_keys), started=started)))
-                        sent, last_keys = sent + 1, keys
-                        started.wait()  # the page holds its turn before the next may wait for it
-                        cp = nxt
-                        continue
-                    if not inflight:
-                        return cp, None
-                    before, commit = inflight.popleft()
-                    try:
-                        done = self._settled(commit)
-                    except psycopg.errors.DeadlockDetected:
-                        if limit == 1:
-                            raise
-                        # The pages before it committed; the one after it cannot: once this
-                        # one rolled back, it finds the checkpoint unmoved (CheckpointMoved).
-                        for _, later in inflight:
-                            later.exception()
-                        inflight.clear()
-                        log.info("backfill of link %s: its pages wait for each other's rows; one "
-                                 "page at a time from page %s on", link_id, before["page"])
-                        cp, limit = before, 1
-                        continue
-                    if not inflight:
-                        cp = done  # the same position, with the grants counted in the database
-            finally:
-                for _, commit in inflight:  # no transaction left open on a returned connection
-                    commit.exception()
-
-    def _settled(self, future: Future) -> dict:
-        """The checkpoint a committed page wrote (or what stopped it, raised)."""
-        row, created = future.result()
-        GRANTS.labels(source="backfill").inc(created)
-        self.on_progress(row)
-        return row["backfill_checkpoint"]
-
-    def _next_checkpoint(self, link_id: int, cp: dict, page: Page) -> dict:
-        nxt = dict(cp, last_total=page.total_hits)
-        if cp["last_total"] is not None and page.total_hits < cp["last_total"]:
-            nxt["shrank"] = True
-        if not page.last:
-            nxt["page"] = cp["page"] + 1
-        elif nxt["shrank"] and cp["pass"] < MAX_PASSES:
-            log.info("backfill of link %s: the course's results shrank while paging; one more pass",
-                     link_id)
-            nxt.update({"pass": cp["pass"] + 1, "page": 1, "shrank": False, "last_total": None})
-        else:
-            nxt.update({"phase": "stored", "after_id": ""})
-        return nxt
-
-    # --- one page, one transaction ------------------------------------------------------------
-
-    def _locked_link(self, conn: psycopg.Connection, link_id: int, expected: dict) -> dict:
-        link = conn.execute(db.q("backfill_link"), {"link_id": link_id}).fetchone()
-        if link is None:
-            raise CheckpointMoved(f"link {link_id} was deleted during its backfill")
-        if _position(link["backfill_checkpoint"]) != _position(expected):
-            raise CheckpointMoved(f"link {link_id}: the checkpoint moved under this runner")
-        return link
-
-    def _commit_page(self, conn: psycopg.Connection, link: dict, cp: dict, nxt: dict, page: Page,
-                     *, turn: int, after: int | None, wait_first: bool = False,
-                     started: threading.Event) -> tuple[dict, int]:
-        """Store one page and move the checkpoint from `cp` to `nxt`; return (progress, grants).
-
-        `started` is set once the page holds its turn, or failed before it could."""
+    def _begin(self, conn: psycopg.Connection, link: dict, run: int, total: int, course: dict,
+               gone: CourseGone | None, publish: bool) -> dict:
+        """Begin a run: counters back to zero, its units (and their messages)."""
         link_id = link["id"]
+        nxt = fresh_checkpoint(self.page_size, run, total)
+        row = conn.execute(db.q("backfill_begin"), {"link_id": link_id,
+                                                   "checkpoint": Jsonb(nxt)}).fetchone()
+        conn.execute(db.q("backfill_units_drop"), {"link_id": link_id, "run": run})
+        if gone is not None:
+            self._course_gone(conn, link_id, nxt, course, str(gone))
+        else:
+            self._create_units(conn, link_id, run, total, publish)
+        return dict(link, backfill_state="running", backfill_checkpoint=row["backfill_checkpoint"])
+
+    def _create_units(self, conn: psycopg.Connection, link_id: int, run: int, total: int,
+                      publish: bool) -> None:
+        pages = max(1, -(-total // self.page_size))
+        firsts = [r["first_page"] for r in conn.execute(db.q("backfill_units_create"), {
+            "link_id": link_id, "run": run, "pages": pages, "unit_pages": self.unit_pages})]
+        if publish:
+            # Same transaction: the messages go out only if the run commits (relayed after it).
+            for first in firsts:
+                conn.execute(db.q("outbox_insert"), {"topic": BACKFILL_TOPIC, "payload": Jsonb(
+                    {"link_id": link_id, "run": run, "first_page": first})})
+
+    # --- a unit: its pages, one transaction each ------------------------------------------------
+
+    def _open_units(self, link_id: int, run: int) -> list[dict]:
+        with self.pool.connection() as conn:
+            return conn.execute(db.q("backfill_units_open"), {"link_id": link_id, "run": run}).fetchall()
+
+    def _try_lock(self, locks: psycopg.Connection, namespace: int, key: int) -> bool:
+        return locks.execute(db.q("backfill_try_lock"), {"namespace": namespace, "key": key}).fetchone()[0]
+
+    def _unlock(self, locks: psycopg.Connection, namespace: int, key: int) -> None:
+        locks.execute(db.q("backfill_unlock"), {"namespace": namespace, "key": key})
+
+    def _store_unit(self, link: dict, unit_id: int) -> Exception | None:
+        """Store one unit's pages from where it stands; return what stopped the reading, if
+        anything (CourseGone, InfoCaptionError), after the pages before it committed."""
+        cp = link["backfill_checkpoint"]
+        course = self._course(link)
+        size = cp["page_size"]
+        with self.pool.connection() as conn:
+            unit = conn.execute(db.q("backfill_unit"), {"id": unit_id}).fetchone()
+        if unit is None or unit["done_at"] is not None or unit["run"] != cp["run"]:
+            return None
+        is_last = unit["last_page"] * size >= cp["total"]  # the unit that reads to the end
+        number = unit["next_page"]
+        reader = PageReader(lambda n: self.client.results_page(course, n, size), self.pause)
+        first, self._first = self._first, None
+        if first is not None and first[:2] == (link["id"], cp["run"]) and number == 1:
+            reader.seed(1, first[2])
         try:
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (turn,))
-                started.set()
-                if after is not None and wait_first:
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (after,))
-                out, refused = self._store_page(conn, page)
-                if after is not None and not wait_first:  # the previous page's turn first
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (after,))
-                self._locked_link(conn, link_id, cp)
-                # Unreadable (skipped by the client) and refused records: counted, kept for ops.
-                keep_bad_records(conn, page.rejected + refused, source="backfill",
-                                 course_id=link["course_id"], link_id=link_id)
-                counts = count_outcomes(out, link["competence_id"],
-                                        errors=page.skipped + len(refused))
-                row = conn.execute(db.q("backfill_page_progress"), dict(
-                    counts, link_id=link_id, total=page.total_hits, checkpoint=Jsonb(nxt),
-                    created=out.grants_created)).fetchone()
-            return row, out.grants_created
+            while True:
+                try:
+                    page = reader.get(number)
+                except (CourseGone, InfoCaptionError) as exc:
+                    return exc
+                # The unit of the last page reads on until the API says it was the last.
+                done = page.last or (number >= unit["last_page"] and not is_last)
+                if not done:
+                    reader.read_ahead(number + 1)  # read the next page while this one commits
+                row = self._commit_page(link, unit_id, number, page, done)
+                self.on_progress(row)
+                if done:
+                    return None
+                number += 1
         finally:
-            started.set()
+            reader.close()
 
-    def _store_page(self, conn: psycopg.Connection, page: Page) -> tuple[Outcome, list]:
-        """Store a page's results and grant what they earn; return (outcome, refused records).
-
-        The outcome's statuses hold every stored result of the page, as decided now; a record
-        the database refuses for good is left out and returned with its error."""
-        tz = self.settings.time_zone
-        out, refused = apply_results_keeping_going(conn, page.items, source="backfill", tz=tz)
-        # Results stored before (by webhook, before the link existed) come back unchanged
-        # and were not decided above; decide them for the new link too.
-        left_out = {rec.id for rec, _ in refused}
-        unchanged = [i for i in dict.fromkeys(r.id for r in page.items)
-                     if i not in out.statuses and i not in left_out]
-        if unchanged:
-            out.add(evaluate_results(conn, unchanged, source="backfill", tz=tz))
-        return out, refused
-
-    def _commit_stored_chunk(self, link_id: int, cp: dict, course: dict) -> dict:
+    def _commit_page(self, link: dict, unit_id: int, number: int, page: Page, done: bool) -> dict:
+        link_id = link["id"]
         tz = self.settings.time_zone
         with self.pool.connection() as conn, conn.transaction():
-            self._locked_link(conn, link_id, cp)
-            ids = [r["id"] for r in conn.execute(db.q("backfill_undecided_stored_results"), {
-                "course_id": course["id"], "competence_id": course["competence_id"],
-                "after_id": cp["after_id"], "limit": cp["page_size"],
-            }).fetchall()]
-            out = evaluate_results(conn, ids, source="backfill", tz=tz)
-            created = out.grants_created
-            nxt = dict(cp, grants_created=cp["grants_created"] + created)
-            if len(ids) < cp["page_size"]:
-                nxt["phase"] = "done"
-            else:
-                nxt["after_id"] = ids[-1]
-            # Only `granted` is added up here; the rest is counted from stored rows at the end.
-            conn.execute(db.q("backfill_stored_progress"), {
-                "link_id": link_id, "checkpoint": Jsonb(nxt),
-                "granted": count_outcomes(out, course["competence_id"], errors=0)["granted"]})
-        GRANTS.labels(source="backfill").inc(created)
+            unit = conn.execute(db.q("backfill_unit"), {"id": unit_id}).fetchone()
+            if unit is None or unit["next_page"] != number or unit["done_at"] is not None:
+                raise CheckpointMoved(f"link {link_id}: unit {unit_id} moved under this runner")
+            out, refused = apply_results_keeping_going(conn, page.items, source="backfill", tz=tz,
+                                                       apply=store_results)
+            # Unreadable (skipped by the client) and refused records: counted, kept for ops.
+            keep_bad_records(conn, page.rejected + refused, source="backfill",
+                             course_id=link["course_id"], link_id=link_id)
+            counts = count_page(out.statuses, errors=page.skipped + len(refused))
+            row = conn.execute(db.q("backfill_page_progress"), dict(
+                counts, link_id=link_id, total=page.total_hits)).fetchone()
+            if row is None:
+                raise LinkGone(link_id)
+            conn.execute(db.q("backfill_unit_progress"), {
+                "id": unit_id, "next_page": number + 1, "done": done, "total": page.total_hits})
+        return dict(link, **row)
+
+    def _note_course_gone(self, link: dict, gone: CourseGone) -> None:
+        """The course was deleted: note it (as the catalog refresh would), read no more and
+        decide what is stored; the history InfoCaption no longer serves cannot be read."""
+        with self.pool.connection() as conn, conn.transaction():
+            locked = conn.execute(db.q("backfill_link"), {"link_id": link["id"]}).fetchone()
+            if locked is None:
+                raise LinkGone(link["id"])
+            cp = locked["backfill_checkpoint"]
+            if cp.get("phase") == "units":
+                self._course_gone(conn, link["id"], cp, self._course(link), str(gone))
+
+    def _course_gone(self, conn: psycopg.Connection, link_id: int, cp: dict, course: dict,
+                     error: str) -> dict:
+        apply_course_status(conn, course, "deleted", datetime.now(timezone.utc),
+                            source="backfill", tz=self.settings.time_zone)
+        conn.execute(db.q("backfill_units_close"), {"link_id": link_id, "run": cp["run"]})
+        nxt = dict(cp, phase="sweep", step="classify", after_id="", gone=error)
+        conn.execute(db.q("backfill_move_checkpoint"), {
+            "link_id": link_id, "checkpoint": Jsonb(nxt), "created": 0, "granted": 0})
         return nxt
 
-    def _finish(self, link_id: int, course_id: int, cp: dict, state: str, error: str | None) -> dict | None:
+    def _advance(self, link_id: int, publish: bool) -> bool:
+        """After the units: one more pass if the list shrank, else on to the sweep. Return
+        False while units of the run are still open (held by other runners)."""
+        with self.pool.connection() as conn, conn.transaction():
+            link = conn.execute(db.q("backfill_link"), {"link_id": link_id}).fetchone()
+            if link is None:
+                raise LinkGone(link_id)
+            cp = link["backfill_checkpoint"]
+            if cp["phase"] != "units":
+                return True
+            left = conn.execute(db.q("backfill_units_left"), {"link_id": link_id, "run": cp["run"]}).fetchone()
+            if left["open"]:
+                return False
+            shrank = left["least_total"] is not None and left["least_total"] < cp["total"]
+            if shrank and cp["pass"] < MAX_PASSES:
+                log.info("backfill of link %s: the course's results shrank while paging; one more"
+                         " pass", link_id)
+                total, run = left["least_total"], cp["run"] + 1
+                nxt = dict(cp, run=run, total=total, **{"pass": cp["pass"] + 1})
+                self._create_units(conn, link_id, run, total, publish)
+                conn.execute(db.q("backfill_units_drop"), {"link_id": link_id, "run": run})
+            else:
+                nxt = dict(cp, phase="sweep", step="classify", after_id="")
+            conn.execute(db.q("backfill_move_checkpoint"), {
+                "link_id": link_id, "checkpoint": Jsonb(nxt), "created": 0, "granted": 0})
+        return True
+
+    # --- the sweep: the grants, from the stored history in completion order --------------------
+
+    def _sweep(self, link_id: int) -> dict | None:
+        tz = self.settings.time_zone
+        while True:
+            created = 0
+            with self.pool.connection() as conn, conn.transaction():
+                link = conn.execute(db.q("backfill_link"), {"link_id": link_id}).fetchone()
+                if link is None:
+                    raise LinkGone(link_id)
+                cp = link["backfill_checkpoint"]
+                if cp["phase"] != "sweep":
+                    return link
+                granted = 0
+                if cp["step"] == "classify":
+                    ids = [r["id"] for r in conn.execute(db.q("backfill_results_to_classify"), {
+                        "course_id": link["course_id"], "after_id": cp["after_id"],
+                        "limit": self.sweep_chunk}).fetchall()]
+                    classify_results(conn, ids)
+                    if len(ids) < self.sweep_chunk:
+                        nxt = dict(cp, step="grant", after_at=EPOCH.isoformat(), after_id="")
+                    else:
+                        nxt = dict(cp, after_id=ids[-1])
+                else:
+                    after = (datetime.fromisoformat(cp["after_at"]), cp["after_id"])
+                    chunk = grant_stored_results(conn, link["course_id"], after,
+                                                 limit=self.sweep_chunk, source="backfill", tz=tz)
+                    created = chunk.grants_created
+                    granted = sum(link["competence_id"] in c for c in chunk.granted_competences.values())
+                    if chunk.size < self.sweep_chunk:
+                        nxt = dict(cp, phase="done")
+                    else:
+                        nxt = dict(cp, after_at=chunk.after[0].isoformat(), after_id=chunk.after[1])
+                conn.execute(db.q("backfill_move_checkpoint"), {
+                    "link_id": link_id, "checkpoint": Jsonb(nxt), "created": created,
+                    "granted": granted})
+            GRANTS.labels(source="backfill").inc(created)
+            self.on_progress(link)
+            if nxt["phase"] == "done":
+                state = "failed" if cp.get("gone") else "done"
+                return self._finish(link_id, link["course_id"], state, cp.get("gone"))
+
+    def _finish(self, link_id: int, course_id: int, state: str, error: str | None) -> dict | None:
         with self.pool.connection() as conn, conn.transaction():
             link = conn.execute(db.q("backfill_link"), {"link_id": link_id}).fetchone()
             if link is None:
                 return None
             row = conn.execute(db.q("backfill_finish"), {
                 "link_id": link_id, "course_id": course_id, "state": state, "error": error,
-                "checkpoint": Jsonb(dict(cp, phase="done")),
+                "checkpoint": Jsonb(dict(link["backfill_checkpoint"], phase="done")),
             }).fetchone()
         row = dict(link, **row)
         log.info("backfill of link %s %s: %s processed: %s granted, %s already held, %s not passed"
@@ -462,14 +508,9 @@ class Backfill:
         with self.pool.connection() as conn:
             conn.execute(db.q("backfill_fail"), {"link_id": link_id, "error": error[:2000]})
 
-    def _course_gone(self, link_id: int, cp: dict, course: dict) -> dict:
-        nxt = dict(cp, phase="stored", after_id="")
-        with self.pool.connection() as conn, conn.transaction():
-            self._locked_link(conn, link_id, cp)
-            apply_course_status(conn, course, "deleted", datetime.now(timezone.utc),
-                                source="backfill", tz=self.settings.time_zone)
-            conn.execute(db.q("backfill_move_checkpoint"), {"link_id": link_id, "checkpoint": Jsonb(nxt)})
-        return nxt
+    @staticmethod
+    def _course(link: dict) -> dict:
+        return {"id": link["course_id"], "name": link["course_name"], "guide_type": link["guide_type"]}
 
     def _load(self, link_id: int) -> dict | None:
         with self.pool.connection() as conn:
@@ -477,12 +518,13 @@ class Backfill:
 
 
 class BackfillWorker(BatchWorker):
-    """Consume `{"link_id": N}` from the backfill queue, one link at a time.
+    """Consume `{"link_id": N, ...}` from the backfill queue, one message at a time.
 
-    The base class commits one transaction per batch; a backfill commits one per page, so this
-    worker replaces `flush`: it runs the backfill to its end (done, or failed with the reason on
-    the link) and only then acks. A worker stopped or killed half-way leaves the message
-    unacked; the broker delivers it again and the backfill resumes from its checkpoint.
+    A message wakes this worker up for its link (a new link's, or one unit's of a run): it
+    stores every open unit nobody else holds, decides the grants when it stored the last one,
+    and only then acks. The base class commits one transaction per batch; a backfill commits
+    one per page, so this worker replaces `flush`. A worker stopped or killed half-way leaves
+    the message unacked; it is delivered again and the backfill resumes where its units stand.
     """
 
     kind = messaging.BACKFILL
@@ -529,12 +571,12 @@ class BackfillWorker(BatchWorker):
         delay = BACKOFF_FIRST_S
         while True:
             try:
-                self.backfill.run(link_id)
+                self.backfill.run(link_id, wait=False, publish=True)
                 return
             except Stopping:
                 raise
             except CheckpointMoved as moved:
-                log.warning("backfill stopped: %s", moved)  # the link's new runner finishes it
+                log.warning("backfill stopped: %s", moved)  # the unit's new runner finishes it
                 return
             except Exception as exc:  # noqa: BLE001 - sorted below
                 if is_transient(exc):
@@ -554,37 +596,23 @@ class BackfillWorker(BatchWorker):
                 return
 
 
-def count_outcomes(out: Outcome, competence_id: int, *, errors: int) -> dict:
-    """One link's counters (docs/admin-api.md, "Links") for what storing some results did.
+def count_page(statuses: dict[str, str], *, errors: int) -> dict:
+    """One stored page's contribution to the link's counters (docs/admin-api.md, "Links").
 
-    A result counts as `granted` when it granted this link's competence; as `already_held` when
-    it earns it but created nothing; a result completed while the course was not published
-    counts in `not_passed` (and in `not_published`, the part of it that rule 6 decides).
+    Passed, matched results count as already_held until the sweep moves those that granted the
+    link's competence to granted; a result completed while the course was not published counts
+    in not_passed (and in not_published). Results decided `no_link` or `received` were stored
+    before the link: the sweep decides them, the final count counts them.
     """
-    counts = {"granted": 0, "already_held": 0, "not_passed": 0, "not_published": 0,
-              "unmatched": 0, "errors": errors}
-    for rid, outcome in out.statuses.items():
-        if competence_id in out.granted_competences.get(rid, ()):
-            counts["granted"] += 1
-        elif outcome in ("granted", "already_held"):
+    counts = {"already_held": 0, "not_passed": 0, "not_published": 0, "unmatched": 0,
+              "errors": errors}
+    for status in statuses.values():
+        if status == "granted":
             counts["already_held"] += 1
-        elif outcome in ("not_passed", "course_not_published"):
+        elif status in ("failed", "course_not_published"):
             counts["not_passed"] += 1
-            counts["not_published"] += outcome == "course_not_published"
-        elif outcome == "unmatched":
+            counts["not_published"] += status == "course_not_published"
+        elif status == "unmatched":
             counts["unmatched"] += 1
-        # no_link: not decided for a link (none existed), as the final count has it too
-    counts["processed"] = sum(counts[k] for k in COUNTERS)
+    counts["processed"] = sum(counts[k] for k in COUNTERS if k in counts)
     return counts
-
-
-def _rows_touched(page: Page) -> set[tuple[str, str]]:
-    """The employees (by normalised email) and results a page's transaction may lock."""
-    return {("email", normalize_email(r.email)) for r in page.items} | {("result", r.id) for r in page.items}
-
-
-def _position(checkpoint: object) -> object:
-    """A checkpoint without its running grant count (which the database adds up)."""
-    if isinstance(checkpoint, dict):
-        return {k: v for k, v in checkpoint.items() if k != "grants_created"}
-    return checkpoint

@@ -31,62 +31,6 @@ UPDATE links
  WHERE id = %(link_id)s
 RETURNING backfill_checkpoint;
 
--- name: backfill_page_progress
--- Count one committed page of results into the link's progress and move its checkpoint
--- (workers/backfill.py, count_outcomes: processed = granted + already_held + not_passed +
--- unmatched + errors; not_published is the part of not_passed that rule 6 decided).
-UPDATE links l
-   SET backfill_processed = l.backfill_processed + %(processed)s,
-       backfill_granted = l.backfill_granted + %(granted)s,
-       backfill_already_held = l.backfill_already_held + %(already_held)s,
-       backfill_not_passed = l.backfill_not_passed + %(not_passed)s,
-       backfill_not_published = l.backfill_not_published + %(not_published)s,
-       backfill_unmatched = l.backfill_unmatched + %(unmatched)s,
-       backfill_errors = l.backfill_errors + %(errors)s,
-       backfill_total = greatest(%(total)s, l.backfill_processed + %(processed)s),
-       -- the grants created so far: added up here, where the pages commit in order
-       backfill_checkpoint = jsonb_set(%(checkpoint)s::jsonb, '{grants_created}', to_jsonb(
-           coalesce((l.backfill_checkpoint ->> 'grants_created')::bigint, 0) + %(created)s))
- WHERE l.id = %(link_id)s
-RETURNING l.backfill_total, l.backfill_processed, l.backfill_granted, l.backfill_already_held,
-          l.backfill_not_passed, l.backfill_not_published, l.backfill_unmatched,
-          l.backfill_errors, l.backfill_checkpoint;
-
--- name: backfill_move_checkpoint
--- Move a backfill's checkpoint without counting.
-UPDATE links SET backfill_checkpoint = %(checkpoint)s WHERE id = %(link_id)s;
-
--- name: backfill_stored_progress
--- The sweep over stored results: add the results that granted the link's competence and move
--- the checkpoint (the other counters are taken from stored rows at the end).
-UPDATE links
-   SET backfill_granted = backfill_granted + %(granted)s, backfill_checkpoint = %(checkpoint)s
- WHERE id = %(link_id)s;
-
--- name: backfill_undecided_stored_results
--- Stored results of the course that may earn something through this link and were not
--- decided with it yet: received but not decided, decided before any link existed, granted
--- without this link's competence (and not revoked for it), or unmatched although an employee
--- with that email exists by now. Keyset-paged by id so each is visited once.
-SELECT r.id
-  FROM results r
- WHERE r.course_id = %(course_id)s
-   AND r.id > %(after_id)s
-   AND (r.status IN ('received', 'no_link')
-        OR (r.status = 'granted'
-            AND NOT EXISTS (SELECT 1 FROM grants g
-                             WHERE g.employee_id = r.employee_id
-                               AND g.competence_id = %(competence_id)s)
-            AND NOT EXISTS (SELECT 1 FROM grant_revocations v
-                             WHERE v.employee_id = r.employee_id
-                               AND v.competence_id = %(competence_id)s
-                               AND revocation_bars(v.result_id, v.revoked_at, r.id,
-                                                   r.completed_at)))
-        OR (r.status = 'unmatched'
-            AND EXISTS (SELECT 1 FROM employees e WHERE e.email_normalized = r.email_normalized)))
- ORDER BY r.id
- LIMIT %(limit)s;
-
 -- name: backfill_finish
 -- End a backfill. The counters are taken from the course's stored results, so repeats and
 -- results added while paging count once: processed = total = granted + already_held +
@@ -118,3 +62,96 @@ RETURNING l.*;
 UPDATE links
    SET backfill_state = 'failed', backfill_error = %(error)s, backfill_finished_at = now()
  WHERE id = %(link_id)s;
+
+-- name: backfill_page_progress
+-- Count one stored page into the link's progress (workers/backfill.py, count_page): passed,
+-- matched results count as already_held until the grants are decided, when those that
+-- granted move to granted (backfill_grant_progress). processed = granted + already_held +
+-- not_passed + unmatched + errors; not_published is the part of not_passed that rule 6 decided.
+UPDATE links l
+   SET backfill_processed = l.backfill_processed + %(processed)s,
+       backfill_already_held = l.backfill_already_held + %(already_held)s,
+       backfill_not_passed = l.backfill_not_passed + %(not_passed)s,
+       backfill_not_published = l.backfill_not_published + %(not_published)s,
+       backfill_unmatched = l.backfill_unmatched + %(unmatched)s,
+       backfill_errors = l.backfill_errors + %(errors)s,
+       backfill_total = greatest(%(total)s, l.backfill_processed + %(processed)s)
+ WHERE l.id = %(link_id)s
+RETURNING l.id, l.backfill_state, l.backfill_total, l.backfill_processed, l.backfill_granted,
+          l.backfill_already_held, l.backfill_not_passed, l.backfill_not_published,
+          l.backfill_unmatched, l.backfill_errors, l.backfill_checkpoint;
+
+-- name: backfill_move_checkpoint
+-- Move a backfill's checkpoint; `granted` results that granted the link's competence move
+-- from already_held to granted, and the grants created are added up.
+UPDATE links
+   SET backfill_checkpoint = jsonb_set(%(checkpoint)s::jsonb, '{grants_created}', to_jsonb(
+           coalesce((backfill_checkpoint ->> 'grants_created')::bigint, 0) + %(created)s)),
+       backfill_granted = backfill_granted + %(granted)s,
+       backfill_already_held = greatest(0, backfill_already_held - %(granted)s)
+ WHERE id = %(link_id)s
+RETURNING backfill_checkpoint;
+
+-- name: backfill_units_create
+-- The units of one run: ranges of `unit_pages` pages covering `pages` pages.
+INSERT INTO backfill_units (link_id, run, first_page, last_page, next_page)
+SELECT %(link_id)s, %(run)s, f, least(f + %(unit_pages)s - 1, %(pages)s), f
+  FROM generate_series(1, %(pages)s, %(unit_pages)s) AS f
+RETURNING first_page;
+
+-- name: backfill_units_drop
+-- Forget the units of a link's earlier runs (a new run starts).
+DELETE FROM backfill_units WHERE link_id = %(link_id)s AND run <> %(run)s;
+
+-- name: backfill_units_open
+-- The units of a run not stored to their end, first pages first.
+SELECT id, first_page FROM backfill_units
+ WHERE link_id = %(link_id)s AND run = %(run)s AND done_at IS NULL
+ ORDER BY first_page;
+
+-- name: backfill_units_left
+-- How many units of a run are open, and the smallest total the API reported in the run.
+SELECT count(*) FILTER (WHERE done_at IS NULL) AS open, min(least_total) AS least_total
+  FROM backfill_units WHERE link_id = %(link_id)s AND run = %(run)s;
+
+-- name: backfill_unit
+-- One unit, locked for the page being committed.
+SELECT id, run, first_page, last_page, next_page, done_at, least_total
+  FROM backfill_units WHERE id = %(id)s
+   FOR UPDATE;
+
+-- name: backfill_unit_progress
+-- Move a unit past a stored page; `done` when it was the unit's last.
+UPDATE backfill_units
+   SET next_page = %(next_page)s, done_at = CASE WHEN %(done)s THEN now() END,
+       least_total = least(coalesce(least_total, %(total)s), %(total)s)
+ WHERE id = %(id)s;
+
+-- name: backfill_units_close
+-- Close every unit of a run (the course is gone: nothing more can be read).
+UPDATE backfill_units SET done_at = now()
+ WHERE link_id = %(link_id)s AND run = %(run)s AND done_at IS NULL;
+
+-- name: backfill_try_lock
+-- Take one of a backfill's session locks if it is free: a unit (namespace 1, the unit's id)
+-- or a link's grant decision (namespace 2, the link's id). The lock ends with the session, so
+-- a killed worker's unit is free at once.
+SELECT pg_try_advisory_lock(%(namespace)s::int, %(key)s::int) AS locked;
+
+-- name: backfill_unlock
+-- Give a backfill's session lock back.
+SELECT pg_advisory_unlock(%(namespace)s::int, %(key)s::int) AS unlocked;
+
+-- name: backfill_results_to_classify
+-- Stored results of the course that a new link may change the status of, keyset-paged by id:
+-- received but not decided, decided before any link existed, or unmatched although an
+-- employee with that email exists by now.
+SELECT r.id
+  FROM results r
+ WHERE r.course_id = %(course_id)s
+   AND r.id > %(after_id)s
+   AND (r.status IN ('received', 'no_link')
+        OR (r.status = 'unmatched'
+            AND EXISTS (SELECT 1 FROM employees e WHERE e.email_normalized = r.email_normalized)))
+ ORDER BY r.id
+ LIMIT %(limit)s;

@@ -44,7 +44,7 @@ def backfill(link_id: int, page_size: int):
 
     from service.platform import db
     from service.infocaption.client import InfoCaptionClient
-    from workers.backfill import Backfill, LinkBusy
+    from workers.backfill import Backfill
 
     settings = load_settings()
     pool = db.make_pool(database_url(settings), max_size=2, name="backfill-cli",
@@ -65,9 +65,7 @@ def backfill(link_id: int, page_size: int):
 
     try:
         row = Backfill(settings, pool, client, page_size=page_size, on_progress=progress).run(
-            link_id, again=True, wait=False)
-    except LinkBusy as exc:
-        raise click.ClickException(str(exc)) from None
+            link_id, again=True)
     finally:
         bar.close()
         client.close()

@@ -79,7 +79,7 @@ SELECT count(*) AS total
 -- name: admin_competences_page
 -- One page of the tree in depth-first order: each main group, then its groups, each followed
 -- by its competences.
-SELECT c.id, c.parent_id, c.name, c.kind, c.default_valid_days, c.renew_on_completion,
+SELECT c.id, c.parent_id, c.name, c.kind, c.default_valid_days, c.renewal_window_days,
        c.created_at, c.updated_at
   FROM competences c
   LEFT JOIN competences p ON p.id = c.parent_id
@@ -92,12 +92,12 @@ SELECT c.id, c.parent_id, c.name, c.kind, c.default_valid_days, c.renew_on_compl
 
 -- name: admin_competence_get
 -- One node of the tree.
-SELECT id, parent_id, name, kind, default_valid_days, renew_on_completion, created_at, updated_at
+SELECT id, parent_id, name, kind, default_valid_days, renewal_window_days, created_at, updated_at
   FROM competences WHERE id = %(id)s;
 
 -- name: admin_competence_lock
 -- One node, locked against changes and deletion until the transaction ends.
-SELECT id, parent_id, name, kind, default_valid_days, renew_on_completion, created_at, updated_at
+SELECT id, parent_id, name, kind, default_valid_days, renewal_window_days, created_at, updated_at
   FROM competences WHERE id = %(id)s FOR UPDATE;
 
 -- name: admin_competence_share
@@ -106,17 +106,17 @@ SELECT id, kind FROM competences WHERE id = %(id)s FOR SHARE;
 
 -- name: admin_competence_insert
 -- A new node of the tree.
-INSERT INTO competences (parent_id, name, kind, default_valid_days, renew_on_completion)
-VALUES (%(parent_id)s, %(name)s, %(kind)s, %(default_valid_days)s, %(renew_on_completion)s)
-RETURNING id, parent_id, name, kind, default_valid_days, renew_on_completion, created_at, updated_at;
+INSERT INTO competences (parent_id, name, kind, default_valid_days, renewal_window_days)
+VALUES (%(parent_id)s, %(name)s, %(kind)s, %(default_valid_days)s, %(renewal_window_days)s)
+RETURNING id, parent_id, name, kind, default_valid_days, renewal_window_days, created_at, updated_at;
 
 -- name: admin_competence_update
 -- Rename, move or reconfigure a node.
 UPDATE competences
    SET parent_id = %(parent_id)s, name = %(name)s, default_valid_days = %(default_valid_days)s,
-       renew_on_completion = %(renew_on_completion)s, updated_at = now()
+       renewal_window_days = %(renewal_window_days)s, updated_at = now()
  WHERE id = %(id)s
-RETURNING id, parent_id, name, kind, default_valid_days, renew_on_completion, created_at, updated_at;
+RETURNING id, parent_id, name, kind, default_valid_days, renewal_window_days, created_at, updated_at;
 
 -- name: admin_competence_children
 -- Some children of a node (a node with children cannot be deleted).

@@ -61,8 +61,8 @@ def _check_settings(kind: str, values: dict) -> None:
     errors = {}
     if values.get("default_valid_days") is not None:
         errors["default_valid_days"] = ["only a competence (leaf) has a validity"]
-    if values.get("renew_on_completion"):
-        errors["renew_on_completion"] = ["only a competence (leaf) can be renewed"]
+    if values.get("renewal_window_days") is not None:
+        errors["renewal_window_days"] = ["only a competence (leaf) has a renewal window"]
     if errors:
         raise Invalid(f"a {kind} has no validity or renewal", errors)
 
@@ -72,7 +72,7 @@ def create_competence(conn: psycopg.Connection, data: dict, *, actor: str) -> di
     values = {
         "parent_id": data.get("parent_id"), "name": data["name"], "kind": data["kind"],
         "default_valid_days": data.get("default_valid_days"),
-        "renew_on_completion": bool(data.get("renew_on_completion", False)),
+        "renewal_window_days": data.get("renewal_window_days"),
     }
     _check_parent(conn, values["kind"], values["parent_id"])
     _check_settings(values["kind"], values)
@@ -86,7 +86,7 @@ def update_competence(conn: psycopg.Connection, competence_id: int, changes: dic
     before = conn.execute(db.q("admin_competence_lock"), {"id": competence_id}).fetchone()
     if before is None:
         raise NotFound(f"competence {competence_id} does not exist")
-    values = {k: before[k] for k in ("parent_id", "name", "default_valid_days", "renew_on_completion")}
+    values = {k: before[k] for k in ("parent_id", "name", "default_valid_days", "renewal_window_days")}
     values.update(changes)
     if values["parent_id"] == competence_id:
         raise Invalid("a node cannot be its own parent", {"parent_id": ["is the node itself"]})

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from marshmallow import fields, validate
 
-from service.platform.api import (Bool, Id, Query, Strict, Text, actor, blueprint, errors, paged,
+from service.platform.api import (Id, Query, Strict, Text, actor, blueprint, errors, paged,
                                 paginate, transaction, window)
 from service.catalog import competences as catalog_competences
 blp = blueprint(
     "competences",
     "The competence tree. A main group has no parent, a group's parent is a main group, a "
     "competence's parent is a group; only competences (leaves) are linked and granted, and only "
-    "they have `default_valid_days` and `renew_on_completion`. A node that still has children "
+    "they have `default_valid_days` and `renewal_window_days`. A node that still has children "
     "cannot be deleted (409); deleting a competence deletes its grants and links.",
 )
 
@@ -19,6 +19,12 @@ MAX_VALID_DAYS = 36600  # 100 years: a date plus this always stays a date
 _valid_days = dict(
     allow_none=True, strict=True, validate=validate.Range(min=1, max=MAX_VALID_DAYS),
     metadata={"description": "days a grant stays valid; null = never expires"},
+)
+
+_window_days = dict(
+    allow_none=True, strict=True, validate=validate.Range(min=0, max=MAX_VALID_DAYS),
+    metadata={"description": "a pass this many days or fewer before a grant ends starts the next "
+                             "grant the day after it ends; null = a new grant only after expiry"},
 )
 
 
@@ -33,7 +39,7 @@ class CompetenceSchema(Strict):
     name = fields.String(required=True)
     kind = fields.String(required=True, validate=validate.OneOf(catalog_competences.KINDS))
     default_valid_days = fields.Integer(required=True, allow_none=True)
-    renew_on_completion = fields.Boolean(required=True)
+    renewal_window_days = fields.Integer(required=True, allow_none=True)
     created_at = fields.DateTime(required=True)
     updated_at = fields.DateTime(required=True)
 
@@ -43,14 +49,14 @@ class CompetenceCreateSchema(Strict):
     kind = fields.String(required=True, validate=validate.OneOf(catalog_competences.KINDS))
     parent_id = Id(allow_none=True, load_default=None)
     default_valid_days = fields.Integer(load_default=None, **_valid_days)
-    renew_on_completion = Bool(load_default=False)
+    renewal_window_days = fields.Integer(load_default=None, **_window_days)
 
 
 class CompetenceUpdateSchema(Strict):
     name = Text(min_length=1, max_length=200)
     parent_id = Id(allow_none=True, metadata={"description": "move the node (same kind rule)"})
     default_valid_days = fields.Integer(**_valid_days)
-    renew_on_completion = Bool()
+    renewal_window_days = fields.Integer(**_window_days)
 
 
 class CompetenceDeletedSchema(Strict):

@@ -6,11 +6,14 @@ from marshmallow import fields, validate
 from service.platform.api import (Id, Query, Strict, Text, actor, blueprint, errors, paged, paginate,
                                 transaction, window)
 from service.grants import grants as grants_grants
+from service.platform.web import services
+
 blp = blueprint(
     "grants",
-    "Competences registered on employees, with their evidence (course, result, webhook, link) and "
-    "validity. A revoked grant is never re-created from the same result; only a later passed "
-    "result grants it again.",
+    "Competences registered on employees, one period each, current and past: evidence (course, "
+    "result, webhook, link), validity and status today (`active`, `upcoming`, `expired`, "
+    "`revoked`). A revoked grant stays in the history; it is never re-created from the same "
+    "result, and only a passed result completed after the revocation grants the competence again.",
 )
 
 SOURCES = ("webhook", "backfill", "reconciliation", "employee_update", "manual")
@@ -19,14 +22,22 @@ SOURCES = ("webhook", "backfill", "reconciliation", "employee_update", "manual")
 class GrantQuery(Query):
     employee_id = Id(query=True)
     competence_id = Id(query=True)
+    status = fields.String(validate=validate.OneOf(grants_grants.STATUSES),
+                           metadata={"description": "only grants with this status today (TIME_ZONE)"})
 
 
 class GrantSchema(Strict):
     id = fields.Integer(required=True)
     employee_id = fields.Integer(required=True)
+    employee_email = fields.String(required=True)
+    employee_name = fields.String(required=True, allow_none=True,
+                                  metadata={"description": "first and last name; null when unknown"})
     competence_id = fields.Integer(required=True)
-    valid_from = fields.Date(required=True, metadata={"description": "the completion date (TIME_ZONE)"})
-    valid_to = fields.Date(required=True, allow_none=True, metadata={"description": "null = never expires"})
+    competence_name = fields.String(required=True)
+    valid_from = fields.Date(required=True, metadata={"description": "the first day of the period (TIME_ZONE)"})
+    valid_to = fields.Date(required=True, allow_none=True, metadata={"description": "the last day; null = never expires"})
+    status = fields.String(required=True, validate=validate.OneOf(grants_grants.STATUSES),
+                           metadata={"description": "on today's date in TIME_ZONE"})
     source = fields.String(required=True, validate=validate.OneOf(SOURCES))
     course_id = fields.Integer(required=True, allow_none=True)
     result_id = fields.String(required=True, allow_none=True)
@@ -34,24 +45,14 @@ class GrantSchema(Strict):
     link_id = fields.Integer(required=True, allow_none=True)
     created_at = fields.DateTime(required=True)
     updated_at = fields.DateTime(required=True)
+    revoked_at = fields.DateTime(required=True, allow_none=True)
+    revoked_reason = fields.String(required=True, allow_none=True)
+    revoked_by = fields.String(required=True, allow_none=True)
 
 
 class RevokeSchema(Strict):
     reason = Text(required=True, min_length=1, max_length=2000,
                   metadata={"description": "why; kept in the audit log (must not be blank)"})
-
-
-class RevocationSchema(Strict):
-    id = fields.Integer(required=True)
-    grant_id = fields.Integer(required=True)
-    employee_id = fields.Integer(required=True)
-    competence_id = fields.Integer(required=True)
-    result_id = fields.String(required=True, allow_none=True)
-    valid_from = fields.Date(required=True)
-    valid_to = fields.Date(required=True, allow_none=True)
-    reason = fields.String(required=True)
-    revoked_by = fields.String(required=True)
-    revoked_at = fields.DateTime(required=True)
 
 
 @blp.route("/grants")
@@ -60,22 +61,24 @@ class RevocationSchema(Strict):
 @blp.response(200, GrantSchema(many=True))
 @paginate(blp)
 @transaction
-def list_grants(conn, employee_id=None, competence_id=None, pagination_parameters=None):
-    """List grants, optionally of one employee and/or one competence."""
+def list_grants(conn, employee_id=None, competence_id=None, status=None, pagination_parameters=None):
+    """List grants, current and past, optionally of one employee, one competence, one status."""
     limit, offset = window(pagination_parameters)
     page = grants_grants.list_grants(conn, employee_id=employee_id, competence_id=competence_id,
-                             limit=limit, offset=offset)
+                                     status=status, tz=services().settings.time_zone,
+                                     limit=limit, offset=offset)
     return paged(page, pagination_parameters)
 
 
 @blp.route("/grants/<id:grant_id>", methods=["DELETE"])
-@errors(blp, 404, 422)
+@errors(blp, 404, 409, 422)
 @blp.arguments(RevokeSchema)
-@blp.response(200, RevocationSchema)
+@blp.response(200, GrantSchema)
 @transaction
 def revoke_grant(conn, data, grant_id):
-    """Revoke one grant (body `{"reason": "..."}`); answers the revocation kept."""
-    return grants_grants.revoke_grant(conn, grant_id, data["reason"], actor=actor())
+    """Revoke one grant (body `{"reason": "..."}`); answers the grant, now revoked."""
+    return grants_grants.revoke_grant(conn, grant_id, data["reason"], actor=actor(),
+                                      tz=services().settings.time_zone)
 
 
 def register(api) -> None:

@@ -32,11 +32,14 @@ class Outcome:
     """What a batch did: counts for metrics, logs and backfill progress.
 
     `statuses` maps each result decided by the batch to its outcome (one of OUTCOMES):
-    `granted` when it created or renewed at least one grant (it is the grant's evidence now),
-    `already_held` when it earns the competence but created nothing (a grant existed, was
-    revoked for it, or another result of the batch gave it: rule 3 and 5), `not_passed`,
+    `granted` when it created at least one grant (it is the grant's evidence), `already_held`
+    when it earns the competence but created nothing (a period held covers it, a revocation
+    bars it, or an earlier result of the batch started the period: rules 3 and 5), `not_passed`,
     `unmatched`, `course_not_published` (rule 6), `no_link`. `granted_competences` names,
     per result, the competences it granted (a backfill counts its own link's only).
+    `grants_created` counts every new grant (a period); `grants_renewed` the part of them that
+    follow an earlier period of the same employee and competence (rule 3: grants are never
+    extended in place).
     """
 
     duplicates: int = 0
@@ -65,9 +68,8 @@ class Outcome:
             if row["id"] is not None:
                 self.statuses[row["id"]] = row["outcome"]
                 continue
-            if row["inserted"]:
-                self.grants_created += 1
-            else:
+            self.grants_created += 1
+            if row["renewed"]:
                 self.grants_renewed += 1
             self.granted_competences.setdefault(row["result_id"], set()).add(row["competence_id"])
 
@@ -123,23 +125,20 @@ def claim_webhooks(conn: psycopg.Connection, events: list[dict]) -> list[dict]:
     return [first[row["webhook_id"]] for row in rows]
 
 
-def record_results(conn: psycopg.Connection, records: list[ResultRecord], *, source: str,
-                   tz: str) -> Outcome:
-    """Store results (new, or changed and not older) and grant what they earn, in one statement.
-
-    The outcome's statuses are those of the stored ones (new or changed); the others changed
-    nothing.
-    """
-    out = Outcome()
+def _latest(records: list[ResultRecord]) -> list[ResultRecord]:
+    """The latest version of each result, in a fixed order (concurrent batches then lock rows
+    in the same order: fewer deadlocks)."""
     latest: dict[str, ResultRecord] = {}
     for rec in records:
         seen = latest.get(rec.id)
         if seen is None or (rec.changed_at or datetime.min) >= (seen.changed_at or datetime.min):
             latest[rec.id] = rec
-    if not latest:
-        return out
-    # A fixed order makes concurrent batches lock rows in the same order (fewer deadlocks).
-    recs = sorted(latest.values(), key=lambda r: r.id)
+    return sorted(latest.values(), key=lambda r: r.id)
+
+
+def _store(conn: psycopg.Connection, query: str, recs: list[ResultRecord], *, source: str,
+           tz: str) -> list:
+    """Run a statement of the store_incoming family on these results (their courses first)."""
     courses: dict[int, ResultRecord] = {}
     for r in recs:
         courses.setdefault(r.course_id, r)  # a page of a backfill is 500 results of one course
@@ -151,8 +150,8 @@ def record_results(conn: psycopg.Connection, records: list[ResultRecord], *, sou
             "guide_types": [r.guide_type for r in courses.values()],
         },
     )
-    rows = conn.execute(
-        db.q("upsert_results"),
+    return conn.execute(
+        db.q(query),
         {
             "ids": [r.id for r in recs],
             "course_ids": [r.course_id for r in recs],
@@ -173,8 +172,70 @@ def record_results(conn: psycopg.Connection, records: list[ResultRecord], *, sou
         },
         prepare=False,  # planned for these values: see evaluate_results
     ).fetchall()
-    out._count(rows)
+
+
+def record_results(conn: psycopg.Connection, records: list[ResultRecord], *, source: str,
+                   tz: str) -> Outcome:
+    """Store results (new, or changed and not older) and grant what they earn, in one statement.
+
+    The outcome's statuses are those of the stored ones (new or changed); the others changed
+    nothing.
+    """
+    out = Outcome()
+    recs = _latest(records)
+    if recs:
+        out._count(_store(conn, "upsert_results", recs, source=source, tz=tz))
     return out
+
+
+def store_results(conn: psycopg.Connection, records: list[ResultRecord], *, source: str,
+                  tz: str) -> Outcome:
+    """Store results decided, without granting; the statuses cover every given result.
+
+    A backfill stores its pages so and grants afterwards (grant_stored_results), from the
+    whole history in completion order. The statuses are result statuses (failed,
+    course_not_published, unmatched, no_link, granted: docs/rules.md, "The status of a result").
+    """
+    out = Outcome()
+    recs = _latest(records)
+    if recs:
+        for row in _store(conn, "store_results", recs, source=source, tz=tz):
+            out.statuses[row["id"]] = row["status"]
+    out.results = len(records)
+    return out
+
+
+def classify_results(conn: psycopg.Connection, result_ids: list[str]) -> int:
+    """Decide stored results again without granting; return how many changed."""
+    if not result_ids:
+        return 0
+    return conn.execute(db.q("classify_results"), {"ids": result_ids}).fetchone()["changed"]
+
+
+@dataclass
+class GrantChunk:
+    """What one chunk of grant_stored_results did, and where the next one starts."""
+
+    size: int = 0
+    after: tuple[datetime, str] | None = None
+    grants_created: int = 0
+    granted_competences: dict[str, set[int]] = field(default_factory=dict)
+
+
+def grant_stored_results(conn: psycopg.Connection, course_id: int, after: tuple[datetime, str],
+                         *, limit: int, source: str, tz: str) -> GrantChunk:
+    """Grant what the course's next `limit` stored results earn, in completion order."""
+    chunk = GrantChunk()
+    rows = conn.execute(db.q("grant_stored_results"), {
+        "course_id": course_id, "after_at": after[0], "after_id": after[1], "limit": limit,
+        "source": source, "tz": tz}, prepare=False).fetchall()
+    for row in rows:
+        if row["kind"] == "last":
+            chunk.size, chunk.after = row["size"], (row["completed_at"], row["result_id"])
+            continue
+        chunk.grants_created += 1
+        chunk.granted_competences.setdefault(row["result_id"], set()).add(row["competence_id"])
+    return chunk
 
 
 def evaluate_results(conn: psycopg.Connection, result_ids: list[str], *, source: str, tz: str) -> Outcome:
@@ -221,17 +282,20 @@ def storable_text(value: str, limit: int = 4000) -> str:
 
 
 def apply_results_keeping_going(
-    conn: psycopg.Connection, records: list[ResultRecord], *, source: str, tz: str
+    conn: psycopg.Connection, records: list[ResultRecord], *, source: str, tz: str,
+    apply=None,
 ) -> tuple[Outcome, list[tuple[ResultRecord, str]]]:
-    """Record results like apply_results; leave out and return those the database refuses.
+    """Record results with `apply` (apply_results unless given, e.g. store_results); leave out
+    and return those the database refuses.
 
     The batch is stored in a savepoint; when the database refuses it for good (`unstorable`),
     each record is stored in a savepoint of its own, so that one bad record costs only itself.
     Returns the outcome and the refused records with their error (for `keep_bad_records`).
     """
+    apply = apply or apply_results
     try:
         with conn.transaction():
-            return apply_results(conn, records, source=source, tz=tz), []
+            return apply(conn, records, source=source, tz=tz), []
     except Exception as exc:  # noqa: BLE001 - sorted below
         if not unstorable(exc):
             raise
@@ -241,7 +305,7 @@ def apply_results_keeping_going(
     for rec in records:
         try:
             with conn.transaction():
-                out.add(apply_results(conn, [rec], source=source, tz=tz))
+                out.add(apply(conn, [rec], source=source, tz=tz))
         except Exception as exc:  # noqa: BLE001 - sorted below
             if not unstorable(exc):
                 raise

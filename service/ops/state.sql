@@ -11,8 +11,10 @@ FROM results
 GROUP BY status;
 
 -- name: obs_grants_by_source
+-- Grants not revoked (a revoked grant stays as a row of history: docs/rules.md, rule 5).
 SELECT source, count(*) AS n
 FROM grants
+WHERE revoked_at IS NULL
 GROUP BY source;
 
 -- name: obs_unmatched

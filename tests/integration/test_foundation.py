@@ -64,12 +64,31 @@ def _seed(conn):
     conn.execute("INSERT INTO employees (id, email, email_normalized) VALUES (1, 'A@x.se', 'a@x.se')")
 
 
-def test_a_second_grant_for_the_same_employee_and_competence_is_refused(conn):
+def test_grants_of_the_same_employee_and_competence_are_periods_that_never_overlap(conn):
+    # Changed meaning (grants as periods): several grants over time, never overlapping, and a
+    # revoked one does not count.
     _seed(conn)
-    insert = "INSERT INTO grants (employee_id, competence_id, valid_from, source) VALUES (1, 3, '2026-11-30', 'webhook')"
-    conn.execute(insert)
-    with pytest.raises(psycopg.errors.UniqueViolation, match="grants_employee_competence_key"):
-        conn.execute(insert)
+    insert = ("INSERT INTO grants (employee_id, competence_id, valid_from, valid_to, source)"
+              " VALUES (1, 3, %s, %s, 'webhook')")
+    conn.execute(insert, ("2024-01-01", "2024-12-31"))
+    conn.execute(insert, ("2025-01-01", "2025-12-31"))  # the next period
+    with conn.transaction(), pytest.raises(psycopg.errors.ExclusionViolation, match="grants_periods_excl"):
+        conn.execute(insert, ("2025-12-31", "2026-12-31"))  # one day in common
+    with conn.transaction(), pytest.raises(psycopg.errors.ExclusionViolation, match="grants_periods_excl"):
+        conn.execute(insert, ("2023-01-01", None))  # never ends: overlaps both
+    conn.execute("UPDATE grants SET revoked_at = now(), revoked_reason = 'x', revoked_by = 't'"
+                 " WHERE valid_from = '2025-01-01'")
+    conn.execute(insert, ("2025-06-01", "2026-06-01"))  # where the revoked one was
+    assert conn.execute("SELECT count(*) AS n FROM grants").fetchone()["n"] == 3
+    # the same days of another competence, of another employee, and before 1900: all allowed
+    conn.execute("INSERT INTO competences (id, parent_id, name, kind) VALUES (4, 2, 'D', 'competence')")
+    conn.execute("INSERT INTO employees (id, email, email_normalized) VALUES (2, 'B@x.se', 'b@x.se')")
+    others = ("INSERT INTO grants (employee_id, competence_id, valid_from, valid_to, source)"
+              " VALUES (%s, %s, '2024-01-01', NULL, 'manual')")
+    conn.execute(others, (1, 4))
+    conn.execute(others, (2, 3))
+    conn.execute(insert, ("1850-01-01", "1850-12-31"))
+    assert conn.execute("SELECT count(*) AS n FROM grants").fetchone()["n"] == 6
 
 
 def test_a_second_link_of_the_same_pair_is_refused(conn):

@@ -1,4 +1,4 @@
-"""The rules of the grant statements one by one, as PostgreSQL states them (migration 0007)."""
+"""The rules of the grant statements one by one, as PostgreSQL states them (migrations 0007-0009)."""
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
@@ -110,22 +110,49 @@ def test_what_a_result_earns_is_decided_in_order(conn, course):
     assert result_status(conn, False, course, T, employee) == "failed"
 
 
+def period(start: str, end: str | None) -> tuple[date, date | None]:
+    return date.fromisoformat(start), None if end is None else date.fromisoformat(end)
+
+
+HLR = period("2024-04-12", "2026-04-12")  # two years, expired on 2026-04-12
+
+
 @pytest.mark.parametrize(
-    "held_source, held_valid_to, new_valid_to, renew, renews",
+    "day, days, window, held, starts",
     [
-        ("webhook", date(2027, 1, 1), date(2027, 6, 1), True, True),  # the one case that renews
-        ("webhook", date(2027, 1, 1), date(2027, 6, 1), False, False),  # not opted into renewal
-        ("manual", date(2027, 1, 1), date(2027, 6, 1), True, False),  # a manual grant stays
-        ("webhook", None, date(2027, 6, 1), True, False),  # the grant held never expires
-        ("webhook", date(2027, 1, 1), date(2027, 1, 1), True, False),  # not later
-        ("webhook", date(2027, 1, 1), date(2026, 6, 1), True, False),  # earlier
-        ("webhook", date(2027, 1, 1), None, True, False),  # no expiry given: not a later end
+        # nothing held: a grant from the pass date
+        ("2026-12-01", 365, None, [], period("2026-12-01", "2027-12-01")),
+        # the issue's case: the latest grant expired, a new pass starts a new grant
+        ("2026-12-01", 730, None, [HLR], period("2026-12-01", "2028-11-30")),
+        # held on the day, no window: renewal only after expiry
+        ("2026-03-01", 730, None, [HLR], None),
+        # within the window before the end: the next grant from the day after it ends
+        ("2026-03-01", 730, 90, [HLR], period("2026-04-13", "2028-04-12")),
+        ("2026-01-12", 730, 90, [HLR], period("2026-04-13", "2028-04-12")),  # the window's first day
+        ("2026-01-11", 730, 90, [HLR], None),  # a day before the window
+        ("2026-04-12", 730, 0, [HLR], period("2026-04-13", "2028-04-12")),  # window 0: the last day
+        # the next period is there already (upcoming): nothing more
+        ("2026-03-01", 730, 90, [HLR, period("2026-04-13", "2028-04-12")], None),
+        # never expires: granted once
+        ("2030-01-01", None, 90, [period("2024-01-01", None)], None),
+        ("2024-01-01", None, None, [], period("2024-01-01", None)),
+        # a late result before the grant held: only where it does not overlap
+        ("2023-01-01", 365, None, [HLR], period("2023-01-01", "2024-01-01")),
+        ("2023-06-01", 365, None, [HLR], None),
+        ("2024-04-11", 1, None, [HLR], None),  # would end on the grant's first day
+        ("2024-04-10", 1, None, [HLR], period("2024-04-10", "2024-04-11")),
+        # in a gap between two periods: only if it fits the gap
+        ("2026-06-01", 30, None, [HLR, period("2027-01-01", "2027-12-31")], period("2026-06-01", "2026-07-01")),
+        ("2026-06-01", 365, None, [HLR, period("2027-01-01", "2027-12-31")], None),
     ],
 )
-def test_a_grant_held_is_renewed_only_by_a_later_end_of_an_integration_grant_that_opted_in(
-        conn, held_source, held_valid_to, new_valid_to, renew, renews):
-    assert one(conn, "SELECT renews(%s, %s::date, %s::date, %s) IS TRUE",
-               held_source, held_valid_to, new_valid_to, renew) is renews
+def test_a_pass_starts_a_period_after_expiry_within_the_window_or_where_it_fits(
+        conn, day, days, window, held, starts):
+    """docs/rules.md, rule 3: grant_period (migration 0009)."""
+    ranges = [f"[{a},{'' if b is None else b}]" for a, b in held]
+    row = conn.execute("SELECT valid_from, valid_to FROM grant_period(%s::date, %s::integer,"
+                       " %s::integer, %s::daterange[])", (day, days, window, ranges)).fetchone()
+    assert (None if row is None else (row["valid_from"], row["valid_to"])) == starts
 
 
 @pytest.mark.parametrize("status, created_grant, outcome", [
@@ -162,12 +189,14 @@ def test_the_planner_inlines_every_rule_into_the_grant_statements(conn):
     }
     for name, args in (("upsert_results", params),
                        ("evaluate_results", {"ids": ["r-1"], "source": "webhook", "tz": STOCKHOLM}),
-                       ("backfill_undecided_stored_results",
-                        {"course_id": 4711, "after_id": "", "competence_id": 1, "limit": 500}),
+                       ("grant_stored_results",
+                        {"course_id": 4711, "after_at": T, "after_id": "", "limit": 500,
+                         "source": "backfill", "tz": STOCKHOLM}),
+                       ("classify_results", {"ids": ["r-1"]}),
                        ("refresh_course_status", {"course_id": 4711})):
         plan = "\n".join(r["QUERY PLAN"] for r in conn.execute(
             "EXPLAIN (VERBOSE, COSTS OFF) " + db.q(name), args, prepare=False))
-        assert "grant_revocations" in plan or "course_status_changes" in plan, plan  # rules are there
-        for rule in ("valid_from(", "valid_to(", "course_status_at", "result_status", "renews(",
+        assert "grants" in plan or "course_status_changes" in plan, plan  # rules are there
+        for rule in ("valid_from(", "valid_to(", "course_status_at", "result_status", "grant_period",
                      "result_outcome(", "revocation_bars("):
             assert rule not in plan, f"{name}: {rule} is not inlined:\n{plan}"

@@ -28,11 +28,11 @@ def run_model_check(conn, n: int, seed: int) -> dict:
             if kind == "setup":
                 main = conn.execute("INSERT INTO competences (name, kind) VALUES ('M', 'main_group') RETURNING id").fetchone()["id"]
                 group = conn.execute("INSERT INTO competences (parent_id, name, kind) VALUES (%s, 'G', 'group') RETURNING id", (main,)).fetchone()["id"]
-                for k, (days, renew) in data["competences"].items():
+                for k, (days, window) in data["competences"].items():
                     conn.execute(
-                        "INSERT INTO competences (id, parent_id, name, kind, default_valid_days, renew_on_completion)"
-                        " VALUES (%s, %s, %s, 'competence', %s, %s)", (k, group, f"K{k}", days, renew))
-                    model.competences[k] = (days, renew)
+                        "INSERT INTO competences (id, parent_id, name, kind, default_valid_days, renewal_window_days)"
+                        " VALUES (%s, %s, %s, 'competence', %s, %s)", (k, group, f"K{k}", days, window))
+                    model.competences[k] = (days, window)
                 for c in data["courses"]:
                     conn.execute("INSERT INTO courses (id, name, guide_type) VALUES (%s, 'Kurs', 14)", (c,))
                 people_employees.create_employees(conn, [{"email": e} for e in data["employees"]], actor="model", tz=TZ)
@@ -65,15 +65,18 @@ def run_model_check(conn, n: int, seed: int) -> dict:
                 link_ids = {p: i for p, i in link_ids.items() if p[1] != data}
                 model.competence_deleted(data)
                 counts["competences_deleted"] += 1
-    service = {
-        (r["email_normalized"], r["competence_id"]): (r["valid_from"], r["valid_to"], r["result_id"])
-        for r in conn.execute(
+    service: dict[tuple[str, int], list] = {}
+    for r in conn.execute(
             "SELECT e.email_normalized, g.competence_id, g.valid_from, g.valid_to, g.result_id"
-            " FROM grants g JOIN employees e ON e.id = g.employee_id").fetchall()
-    }
+            " FROM grants g JOIN employees e ON e.id = g.employee_id ORDER BY g.valid_from").fetchall():
+        service.setdefault((r["email_normalized"], r["competence_id"]), []).append(
+            (r["valid_from"], r["valid_to"], r["result_id"]))
+    periods = sum(len(p) for p in service.values())
     unmatched = {r["id"] for r in conn.execute("SELECT id FROM results WHERE status = 'unmatched'").fetchall()}
     model_unmatched = {r.id for r in model.results.values() if r.status == "unmatched"}
-    counts.update(grants=len(service), model_grants=len(model.grants),
+    counts.update(grants=len(service), model_grants=len(model.grants), periods=periods,
+                  model_periods=sum(len(p) for p in model.grants.values()),
+                  later_periods=sum(len(p) - 1 for p in service.values()),
                   missing=len(set(model.grants) - set(service)), extra=len(set(service) - set(model.grants)),
                   different=sum(1 for k in set(model.grants) & set(service) if model.grants[k] != service[k]),
                   unmatched=len(unmatched), model_unmatched=len(model_unmatched))
@@ -92,5 +95,6 @@ def test_service_and_reference_model_agree_on_every_grant(database_url):
         conn.execute("TRUNCATE " + ", ".join(DOMAIN_TABLES) + " RESTART IDENTITY CASCADE")
         counts = run_model_check(conn, n, seed=int(os.environ.get("MODEL_CHECK_SEED", "7")))
     assert counts["events"] >= n * 0.8 and counts["grants"] > 1000 and counts["unmatched"] > 100
+    assert counts["later_periods"] > 100  # renewals and new periods after expiry happen
     assert counts["links"] and counts["unlinks"] and counts["competences_deleted"] and counts["employees"]
     print("model check:", counts)

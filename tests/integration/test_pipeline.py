@@ -11,7 +11,7 @@ from tests.conftest import completed_event, dumps, sign, wait_for
 pytestmark = pytest.mark.integration
 
 
-def seed_links(conn, course_id=4711, valid_days=(730, None), renew=False):
+def seed_links(conn, course_id=4711, valid_days=(730, None), window=None):
     """A course linked to competences; returns the competence ids."""
     conn.execute("INSERT INTO courses (id, name, guide_type) VALUES (%s, 'HLR vuxen', 14)", (course_id,))
     main = conn.execute("INSERT INTO competences (name, kind) VALUES ('Vård', 'main_group') RETURNING id").fetchone()["id"]
@@ -19,9 +19,9 @@ def seed_links(conn, course_id=4711, valid_days=(730, None), renew=False):
     ids = []
     for i, days in enumerate(valid_days):
         cid = conn.execute(
-            "INSERT INTO competences (parent_id, name, kind, default_valid_days, renew_on_completion)"
+            "INSERT INTO competences (parent_id, name, kind, default_valid_days, renewal_window_days)"
             " VALUES (%s, %s, 'competence', %s, %s) RETURNING id",
-            (group, f"HLR {i}", days, renew),
+            (group, f"HLR {i}", days, window),
         ).fetchone()["id"]
         conn.execute("INSERT INTO links (course_id, competence_id, created_by) VALUES (%s, %s, 'test')", (course_id, cid))
         ids.append(cid)
@@ -46,6 +46,14 @@ def grants(conn):
     return conn.execute(
         "SELECT employee_id, competence_id, valid_from, valid_to, source, course_id, result_id, webhook_id"
         " FROM grants ORDER BY competence_id"
+    ).fetchall()
+
+
+def held(conn):
+    """The grants not revoked."""
+    return conn.execute(
+        "SELECT employee_id, competence_id, valid_from, valid_to, source, course_id, result_id, webhook_id"
+        " FROM grants WHERE revoked_at IS NULL ORDER BY competence_id, valid_from"
     ).fetchall()
 
 
@@ -140,10 +148,10 @@ def test_existing_grant_is_left_untouched(conn, client, run_worker):
     emp = add_employee(conn, "anna.andersson@kommun.se")
     conn.execute(
         "INSERT INTO grants (employee_id, competence_id, valid_from, valid_to, source)"
-        " VALUES (%s, %s, '2020-01-01', '2021-01-01', 'manual')", (emp, comp))
+        " VALUES (%s, %s, '2020-01-01', '2099-01-01', 'manual')", (emp, comp))
     run_worker()
     post(client, completed_event("r-1", "anna.andersson@kommun.se"))
     wait_for(lambda: len(grants(conn)) == 2)
-    old = next(g for g in grants(conn) if g["competence_id"] == comp)
+    [old] = [g for g in grants(conn) if g["competence_id"] == comp]
     assert (old["valid_from"], old["valid_to"], old["source"], old["result_id"]) == (
-        date(2020, 1, 1), date(2021, 1, 1), "manual", None)
+        date(2020, 1, 1), date(2099, 1, 1), "manual", None)

@@ -1,5 +1,6 @@
 """What each stored result did (service/grants/pipeline.py, Outcome.statuses): `granted` only when
-it created or renewed a grant, `already_held` when the employee held the competence; on the
+it created a grant (a first one or a next period), `already_held` when the employee held the
+competence; on the
 real PostgreSQL, through the same statements the worker and the backfill run."""
 from __future__ import annotations
 
@@ -75,7 +76,8 @@ def test_each_result_of_a_batch_says_what_it_did(conn):
 
 
 def test_a_pass_that_renews_a_grant_is_granted_and_one_without_a_link_says_no_link(conn):
-    [comp] = seed_links(conn, valid_days=(365,), renew=True)
+    # Changed meaning: a renewal is a new grant from the day after the one held ends.
+    [comp] = seed_links(conn, valid_days=(365,), window=365)
     emp = add_employee(conn, "anna.andersson@kommun.se")
     conn.execute("INSERT INTO grants (employee_id, competence_id, valid_from, valid_to, source)"
                  " VALUES (%s, %s, '2026-01-01', '2026-12-31', 'webhook')", (emp, comp))
@@ -87,4 +89,6 @@ def test_a_pass_that_renews_a_grant_is_granted_and_one_without_a_link_says_no_li
                          True, 90.0, PASSED_AT, PASSED_AT),
         ], source="webhook", tz=TZ)
     assert out.statuses == {"r-renews": "granted", "r-unlinked": "no_link"}
-    assert (out.grants_created, out.grants_renewed) == (0, 1)
+    assert (out.grants_created, out.grants_renewed) == (1, 1)
+    assert [(str(g["valid_from"]), str(g["valid_to"]), g["result_id"]) for g in grants(conn)] == [
+        ("2026-01-01", "2026-12-31", None), ("2027-01-01", "2028-01-01", "r-renews")]

@@ -12,7 +12,7 @@ from service.platform import messaging
 from service.platform.messaging import Publisher
 from service.ingest.schema import parse_event
 from tests.conftest import completed_event, course_event, wait_for
-from tests.integration.test_pipeline import add_employee, grants, result_status, seed_links
+from tests.integration.test_pipeline import add_employee, grants, held, result_status, seed_links
 
 pytestmark = pytest.mark.integration
 
@@ -129,22 +129,26 @@ def test_republished_course_grants_again_for_later_results(conn, settings, run_w
     assert conn.execute("SELECT status FROM courses WHERE id = 4711").fetchone()["status"] == "published"
 
 
-def test_renewal_extends_only_where_the_competence_opted_in(conn, settings, run_worker):
-    renewing, = seed_links(conn, valid_days=(365,), renew=True)
-    seed_links(conn, course_id=4712, valid_days=(365,), renew=False)
+def test_a_pass_within_the_renewal_window_starts_the_next_period_only_where_there_is_one(
+        conn, settings, run_worker):
+    # Changed meaning (renewal_window_days replaced renew_on_completion): a renewal is a new
+    # grant from the day after the one held ends; the grant held is never extended.
+    renewing, = seed_links(conn, valid_days=(365,), window=60)
+    seed_links(conn, course_id=4712, valid_days=(365,))
     fixed = conn.execute("SELECT competence_id FROM links WHERE course_id = 4712").fetchone()["competence_id"]
     add_employee(conn, "anna@kommun.se")
     publisher = Publisher(settings)
     run_worker(batch_size=1)
-    for i, (course, when) in enumerate([(4711, "2025-01-10"), (4712, "2025-01-10"), (4711, "2026-03-01"), (4712, "2026-03-01")]):
+    for i, (course, when) in enumerate([(4711, "2025-01-10"), (4712, "2025-01-10"), (4711, "2025-12-01"), (4712, "2025-12-01")]):
         publisher.publish(event(completed_event(f"r-{i}", "anna@kommun.se", course_id=course, completed_at=f"{when}T12:00:00Z"), f"w-{i}"))
     publisher.close()
     wait_for(lambda: count(conn, "SELECT count(*) AS n FROM webhook_receipts") == 4)
-    by = {g["competence_id"]: g for g in grants(conn)}
-    assert (by[renewing]["valid_from"], by[renewing]["valid_to"], by[renewing]["result_id"]) == (
-        date(2025, 1, 10), date(2026, 3, 1) + timedelta(days=365), "r-2")
-    assert (by[fixed]["valid_from"], by[fixed]["valid_to"], by[fixed]["result_id"]) == (
-        date(2025, 1, 10), date(2025, 1, 10) + timedelta(days=365), "r-1")
+    periods = {}
+    for g in conn.execute("SELECT competence_id, valid_from, valid_to, result_id FROM grants ORDER BY valid_from"):
+        periods.setdefault(g["competence_id"], []).append((g["valid_from"], g["valid_to"], g["result_id"]))
+    assert periods[renewing] == [(date(2025, 1, 10), date(2026, 1, 10), "r-0"),
+                                 (date(2026, 1, 11), date(2027, 1, 11), "r-2")]
+    assert periods[fixed] == [(date(2025, 1, 10), date(2026, 1, 10), "r-1")]
 
 
 def test_revoked_grant_is_not_recreated_by_the_same_or_an_older_result(conn, settings, run_worker):
@@ -155,22 +159,21 @@ def test_revoked_grant_is_not_recreated_by_the_same_or_an_older_result(conn, set
     publisher.publish(event(completed_event("r-1", "anna@kommun.se", completed_at="2026-11-01T12:00:00Z"), "w-1"))
     wait_for(lambda: len(grants(conn)) == 2)
     g = conn.execute("SELECT * FROM grants WHERE competence_id = %s", (comp,)).fetchone()
-    conn.execute("DELETE FROM grants WHERE id = %s", (g["id"],))
-    conn.execute(
-        "INSERT INTO grant_revocations (grant_id, employee_id, competence_id, result_id, valid_from,"
-        " valid_to, reason, revoked_by) VALUES (%s, %s, %s, %s, %s, %s, 'wrong person', 'test')",
-        (g["id"], emp, comp, g["result_id"], g["valid_from"], g["valid_to"]))
+    conn.execute("UPDATE grants SET revoked_at = now(), revoked_reason = 'wrong person',"
+                 " revoked_by = 'test' WHERE id = %s", (g["id"],))
     # the same result again under a new webhook id, and an older result of another id
     publisher.publish(event(completed_event("r-1", "anna@kommun.se", completed_at="2026-11-01T12:00:00Z"), "w-2"))
     publisher.publish(event(completed_event("r-0", "anna@kommun.se", completed_at="2026-10-01T12:00:00Z"), "w-3"))
     wait_for(lambda: count(conn, "SELECT count(*) AS n FROM webhook_receipts") == 3)
-    assert [x["competence_id"] for x in grants(conn)].count(comp) == 0
+    assert [x["competence_id"] for x in grants(conn)].count(comp) == 1  # the revoked one
+    assert [x["competence_id"] for x in held(conn)].count(comp) == 0
     # a pass completed after the revocation grants it again
     # (an hour ahead: later than the revocation, within the day ahead that the edge accepts)
     later = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
     publisher.publish(event(completed_event("r-9", "anna@kommun.se", completed_at=later), "w-4"))
     publisher.close()
-    wait_for(lambda: [x["competence_id"] for x in grants(conn)].count(comp) == 1, message="re-granted by a later pass")
+    wait_for(lambda: [x["competence_id"] for x in held(conn)].count(comp) == 1, message="re-granted by a later pass")
+    assert [x["result_id"] for x in held(conn) if x["competence_id"] == comp] == ["r-9"]
 
 
 def test_dead_letter_queue_catches_messages_past_the_delivery_limit(settings, broker_url):

@@ -55,14 +55,14 @@ def add_course(conn, course_id: int = 4711, *, name: str = "HLR vuxen", guide_ty
     return course_id
 
 
-def add_tree(conn, *, valid_days=730, renew=False) -> dict:
+def add_tree(conn, *, valid_days=730, window=None) -> dict:
     """A main group with one group holding one competence; returns their ids."""
     main = conn.execute("INSERT INTO competences (name, kind) VALUES ('Vård', 'main_group') RETURNING id").fetchone()["id"]
     group = conn.execute("INSERT INTO competences (parent_id, name, kind) VALUES (%s, 'Akut', 'group')"
                          " RETURNING id", (main,)).fetchone()["id"]
-    leaf = conn.execute("INSERT INTO competences (parent_id, name, kind, default_valid_days, renew_on_completion)"
+    leaf = conn.execute("INSERT INTO competences (parent_id, name, kind, default_valid_days, renewal_window_days)"
                         " VALUES (%s, 'HLR', 'competence', %s, %s) RETURNING id",
-                        (group, valid_days, renew)).fetchone()["id"]
+                        (group, valid_days, window)).fetchone()["id"]
     return {"main": main, "group": group, "leaf": leaf}
 
 

@@ -17,15 +17,15 @@ def test_build_a_tree_and_list_it_depth_first(conn, api):
     main = create(api, name="Vård", kind="main_group")
     assert main.status_code == 201
     main = main.get_json()
-    assert (main["parent_id"], main["kind"], main["default_valid_days"], main["renew_on_completion"]) == (
-        None, "main_group", None, False)
+    assert (main["parent_id"], main["kind"], main["default_valid_days"], main["renewal_window_days"]) == (
+        None, "main_group", None, None)
     other_main = create(api, name="Teknik", kind="main_group").get_json()
     group = create(api, name="Akut", kind="group", parent_id=main["id"]).get_json()
     leaf = create(api, name="HLR", kind="competence", parent_id=group["id"], default_valid_days=730,
-                  renew_on_completion=True)
+                  renewal_window_days=90)
     assert leaf.status_code == 201
     leaf = leaf.get_json()
-    assert (leaf["default_valid_days"], leaf["renew_on_completion"]) == (730, True)
+    assert (leaf["default_valid_days"], leaf["renewal_window_days"]) == (730, 90)
     forever = create(api, name="Brand", kind="competence", parent_id=group["id"]).get_json()
     assert forever["default_valid_days"] is None
 
@@ -50,7 +50,8 @@ def test_the_kind_rule_is_enforced_on_create(conn, api):
         ({"name": "x", "kind": "competence", "parent_id": tree["leaf"]}, "parent_id"),
         ({"name": "x", "kind": "competence", "parent_id": 999}, "parent_id"),
         ({"name": "x", "kind": "group", "parent_id": tree["main"], "default_valid_days": 10}, "default_valid_days"),
-        ({"name": "x", "kind": "main_group", "renew_on_completion": True}, "renew_on_completion"),
+        ({"name": "x", "kind": "main_group", "renewal_window_days": 30}, "renewal_window_days"),
+        ({"name": "x", "kind": "group", "parent_id": tree["main"], "renewal_window_days": 0}, "renewal_window_days"),
     ]
     for body, field in refused:
         r = create(api, **body)
@@ -67,7 +68,12 @@ def test_the_kind_rule_is_enforced_on_create(conn, api):
     {"name": "x", "kind": "competence", "parent_id": 1, "default_valid_days": 0},
     {"name": "x", "kind": "competence", "parent_id": 1, "default_valid_days": 1.5},
     {"name": "x", "kind": "competence", "parent_id": 1, "default_valid_days": "30"},
-    {"name": "x", "kind": "competence", "parent_id": 1, "renew_on_completion": "yes"},
+    {"name": "x", "kind": "competence", "parent_id": 1, "renewal_window_days": "30"},
+    {"name": "x", "kind": "competence", "parent_id": 1, "renewal_window_days": -1},
+    {"name": "x", "kind": "competence", "parent_id": 1, "renewal_window_days": 36601},
+    {"name": "x", "kind": "competence", "parent_id": 1, "renewal_window_days": 1.5},
+    # replaced by renewal_window_days: an unknown field now
+    {"name": "x", "kind": "competence", "parent_id": 1, "renew_on_completion": True},
 ])
 def test_malformed_nodes_are_422(conn, api, body):
     r = create(api, **body)
@@ -80,14 +86,14 @@ def test_rename_move_and_reconfigure(conn, api):
     other_group = create(api, name="Brand", kind="group", parent_id=tree["main"]).get_json()
     r = api.patch(f"/api/v1/competences/{tree['leaf']}",
                   json={"name": "HLR vuxen", "parent_id": other_group["id"], "default_valid_days": None,
-                        "renew_on_completion": True})
+                        "renewal_window_days": 36600})
     assert r.status_code == 200, r.get_json()
     node = r.get_json()
-    assert (node["name"], node["parent_id"], node["default_valid_days"], node["renew_on_completion"]) == (
-        "HLR vuxen", other_group["id"], None, True)
+    assert (node["name"], node["parent_id"], node["default_valid_days"], node["renewal_window_days"]) == (
+        "HLR vuxen", other_group["id"], None, 36600)
     [row] = audit_rows(conn, "competence.update")
     assert row["before"] == {"name": "HLR", "parent_id": tree["group"], "default_valid_days": 730,
-                             "renew_on_completion": False}
+                             "renewal_window_days": None}
     assert row["after"]["parent_id"] == other_group["id"]
 
     assert api.patch(f"/api/v1/competences/{tree['leaf']}", json={"default_valid_days": 365}).get_json()[

@@ -1,4 +1,4 @@
-"""Grants: list with evidence and validity; revoke with a reason; a revoked grant stays revoked."""
+"""Grants: list with evidence, validity and status; revoke with a reason; a revoked grant stays revoked."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -28,11 +28,15 @@ def test_list_grants_with_evidence_and_filters(conn, api):
     first = r.get_json()[0]
     assert first == {**first, "id": g1, "employee_id": anna, "competence_id": tree["leaf"],
                      "valid_from": "2026-11-30", "valid_to": "2028-11-29", "source": "webhook",
-                     "course_id": 4711, "result_id": "r-1", "link_id": link, "webhook_id": None}
+                     "course_id": 4711, "result_id": "r-1", "link_id": link, "webhook_id": None,
+                     "employee_email": "anna@kommun.se", "employee_name": None,
+                     "competence_name": "HLR", "revoked_at": None, "revoked_reason": None}
+    assert first["status"] in ("active", "upcoming")  # valid from 2026-11-30, whatever today is
     assert [g["id"] for g in api.get(f"/api/v1/grants?employee_id={anna}").get_json()] == [g1, g2]
     assert [g["id"] for g in api.get(f"/api/v1/grants?competence_id={tree['leaf']}").get_json()] == [g1, g3]
     assert [g["id"] for g in api.get(f"/api/v1/grants?employee_id={eva}&competence_id={other}").get_json()] == []
     assert api.get("/api/v1/grants?employee_id=0").status_code == 422
+    assert api.get("/api/v1/grants?status=valid").status_code == 422
 
 
 def test_revoke_needs_a_reason(conn, api):
@@ -48,25 +52,37 @@ def test_revoke_needs_a_reason(conn, api):
     assert api.delete("/api/v1/grants/999", json={"reason": "wrong person"}).status_code == 404
 
 
-def test_revoke_deletes_the_grant_and_remembers_why(conn, api):
+def test_revoke_keeps_the_grant_as_revoked_history_and_remembers_why(conn, api):
+    # Changed meaning (rule 5): a revoked grant stays a row, with its status, reason and time.
     add_course(conn, 4711)
     tree = add_tree(conn)
     emp = add_employee(conn, "anna@kommun.se")
     grant = add_grant(conn, emp, tree["leaf"], result_id="r-1")
     r = api.delete(f"/api/v1/grants/{grant}", json={"reason": "  registered on the wrong person "})
     assert r.status_code == 200
-    revocation = r.get_json()
-    assert revocation == {**revocation, "grant_id": grant, "employee_id": emp, "competence_id": tree["leaf"],
-                          "result_id": "r-1", "valid_from": "2026-11-30", "valid_to": "2028-11-29",
-                          "reason": "registered on the wrong person", "revoked_by": "admin"}
-    assert conn.execute("SELECT count(*) AS n FROM grants").fetchone()["n"] == 0
-    stored = conn.execute("SELECT reason, revoked_by, result_id FROM grant_revocations").fetchall()
-    assert stored == [{"reason": "registered on the wrong person", "revoked_by": "admin", "result_id": "r-1"}]
+    revoked = r.get_json()
+    assert revoked == {**revoked, "id": grant, "employee_id": emp, "competence_id": tree["leaf"],
+                       "result_id": "r-1", "valid_from": "2026-11-30", "valid_to": "2028-11-29",
+                       "status": "revoked", "revoked_reason": "registered on the wrong person",
+                       "revoked_by": "admin"}
+    assert revoked["revoked_at"] is not None
+    stored = conn.execute("SELECT id, revoked_reason, revoked_by, result_id FROM grants").fetchall()
+    assert stored == [{"id": grant, "revoked_reason": "registered on the wrong person",
+                       "revoked_by": "admin", "result_id": "r-1"}]
+    [listed] = api.get(f"/api/v1/grants?employee_id={emp}").get_json()
+    assert listed == revoked
+    assert api.get("/api/v1/grants?status=revoked").get_json() == [revoked]
+    assert api.get("/api/v1/grants?status=active").get_json() == []
     [row] = audit_rows(conn, "grant.revoke")
     assert row["target"] == f"grant:{grant}" and row["actor"] == "admin"
     assert row["after"]["reason"] == "registered on the wrong person"
-    assert row["before"]["result_id"] == "r-1"
-    assert api.delete(f"/api/v1/grants/{grant}", json={"reason": "again"}).status_code == 409  # revoked already, not unknown
+    assert row["before"]["result_id"] == "r-1" and row["before"]["status"] == "active"
+    assert "employee_email" not in row["before"]
+    again = api.delete(f"/api/v1/grants/{grant}", json={"reason": "again"})
+    assert again.status_code == 409  # revoked already, not unknown
+    assert again.get_json()["errors"]["reason"] == ["registered on the wrong person"]
+    assert conn.execute("SELECT revoked_reason FROM grants").fetchone()["revoked_reason"] == (
+        "registered on the wrong person")  # the first revocation stands
 
 
 def _processed(conn, webhook_id):
@@ -83,7 +99,8 @@ def _queue_depth(app):
 
 
 def _grants(conn):
-    return conn.execute("SELECT employee_id, result_id FROM grants").fetchall()
+    """The grants held (not revoked)."""
+    return conn.execute("SELECT employee_id, result_id FROM grants WHERE revoked_at IS NULL").fetchall()
 
 
 def test_a_revoked_grant_stays_revoked_when_the_webhook_comes_again(conn, app, client, api, run_worker):
@@ -98,7 +115,8 @@ def test_a_revoked_grant_stays_revoked_when_the_webhook_comes_again(conn, app, c
     [grant] = wait_for(lambda: conn.execute("SELECT id FROM grants").fetchall(), message="the grant")
 
     assert api.delete(f"/api/v1/grants/{grant['id']}", json={"reason": "did not attend"}).status_code == 200
-    assert _grants(conn) == []
+    assert _grants(conn) == []  # nothing held; the revoked row stays (rule 5)
+    assert conn.execute("SELECT revoked_reason FROM grants").fetchall() == [{"revoked_reason": "did not attend"}]
 
     # InfoCaption sends the same result again under a new webhook id ...
     again = sign(raw, msg_id="msg-second")
@@ -126,3 +144,30 @@ def test_a_revoked_grant_stays_revoked_when_the_webhook_comes_again(conn, app, c
                        headers=sign(raw_later, msg_id="msg-later")).status_code == 202
     wait_for(lambda: _grants(conn), message="the later result's grant")
     assert _grants(conn) == [{"employee_id": emp, "result_id": "r-2"}]
+
+
+def test_every_grant_carries_its_status_today_and_lists_filter_by_it(conn, api):
+    import json
+    from datetime import date, timedelta
+
+    add_course(conn, 4711)
+    tree = add_tree(conn, valid_days=365)
+    emp = add_employee(conn, "anna@kommun.se")
+    conn.execute("UPDATE employees SET first_name = 'Anna', last_name = 'Andersson' WHERE id = %s", (emp,))
+    today = date.today()  # the margins below keep the Stockholm date on the same side
+    insert = ("INSERT INTO grants (employee_id, competence_id, valid_from, valid_to, source, result_id)"
+              " VALUES (%s, %s, %s, %s, 'webhook', %s) RETURNING id")
+    past = conn.execute(insert, (emp, tree["leaf"], today - timedelta(days=400), today - timedelta(days=35), "r-past")).fetchone()["id"]
+    now = conn.execute(insert, (emp, tree["leaf"], today - timedelta(days=30), today + timedelta(days=30), "r-now")).fetchone()["id"]
+    later = conn.execute(insert, (emp, tree["leaf"], today + timedelta(days=31), today + timedelta(days=396), "r-next")).fetchone()["id"]
+    listed = api.get(f"/api/v1/grants?employee_id={emp}").get_json()
+    assert [(g["id"], g["status"]) for g in listed] == [(past, "expired"), (now, "active"), (later, "upcoming")]
+    assert {(g["employee_email"], g["employee_name"], g["competence_name"]) for g in listed} == {
+        ("anna@kommun.se", "Anna Andersson", "HLR")}
+    for status, ids in (("expired", [past]), ("active", [now]), ("upcoming", [later]), ("revoked", [])):
+        r = api.get(f"/api/v1/grants?status={status}")
+        assert [g["id"] for g in r.get_json()] == ids, status
+        assert json.loads(r.headers["X-Pagination"])["total"] == len(ids), status
+    assert api.delete(f"/api/v1/grants/{now}", json={"reason": "wrong course"}).status_code == 200
+    assert [g["id"] for g in api.get("/api/v1/grants?status=revoked").get_json()] == [now]
+    assert [g["id"] for g in api.get("/api/v1/grants?status=active").get_json()] == []

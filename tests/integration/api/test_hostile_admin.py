@@ -92,7 +92,7 @@ def test_hostile_text_in_every_text_field_is_stored_verbatim_or_refused(api, con
     for path in ("/api/v1/courses", "/api/v1/unmatched", "/api/v1/audit", "/api/v1/employees"):
         check(api.get(path, query_string={"q": text} if path.endswith("courses") else {}))
     r = api.delete(f"/api/v1/grants/{grant}", json={"reason": text})
-    check(r, lambda: conn.execute("SELECT reason FROM grant_revocations WHERE grant_id = %s", (grant,)).fetchone()["reason"])
+    check(r, lambda: conn.execute("SELECT revoked_reason FROM grants WHERE id = %s", (grant,)).fetchone()["revoked_reason"])
     # the tables are all still there and whole
     for table in ("grants", "competences", "employees", "results", "audit_log"):
         conn.execute(f"SELECT count(*) FROM {table}").fetchone()

@@ -75,7 +75,7 @@ def add_staff(conn, data: DataSet) -> dict[str, int]:
 
 
 def add_link(conn, course, *, valid_days: int | None = 730, name: str = "HLR vuxen",
-             renew: bool = False) -> dict:
+             window: int | None = None) -> dict:
     """A competence linked to a course (as the admin API does: link + outbox row)."""
     conn.execute(
         "INSERT INTO courses (id, name, guide_type) VALUES (%s, %s, %s) ON CONFLICT (id) DO NOTHING",
@@ -85,8 +85,8 @@ def add_link(conn, course, *, valid_days: int | None = 730, name: str = "HLR vux
     group = conn.execute("INSERT INTO competences (parent_id, name, kind) VALUES (%s, 'Akut', 'group')"
                          " RETURNING id", (main,)).fetchone()["id"]
     comp = conn.execute(
-        "INSERT INTO competences (parent_id, name, kind, default_valid_days, renew_on_completion)"
-        " VALUES (%s, %s, 'competence', %s, %s) RETURNING id", (group, name, valid_days, renew),
+        "INSERT INTO competences (parent_id, name, kind, default_valid_days, renewal_window_days)"
+        " VALUES (%s, %s, 'competence', %s, %s) RETURNING id", (group, name, valid_days, window),
     ).fetchone()["id"]
     link = conn.execute(
         "INSERT INTO links (course_id, competence_id, created_by) VALUES (%s, %s, 'test') RETURNING *",
@@ -94,14 +94,16 @@ def add_link(conn, course, *, valid_days: int | None = 730, name: str = "HLR vux
     return link
 
 
-def expected_grants(data: DataSet, course_id: int, staff: dict[str, int], valid_days: int | None = 730):
-    """What a backfill must grant: employee id -> (valid_from, valid_to) of the first pass.
+def expected_grants(data: DataSet, course_id: int, staff: dict[str, int], valid_days: int | None = 730,
+                    window: int | None = None) -> dict[int, list[tuple]]:
+    """What a backfill must grant: employee id -> the periods (valid_from, valid_to), oldest first.
 
-    The simulator lists results oldest first, so the first passed result read is the earliest.
+    The passes of each employee in completion order, through the reference model's rule
+    (tests/model.py): a new period after expiry (or within the window), nothing while held.
     """
-    from datetime import timedelta
+    from tests.model import next_period
 
-    first: dict[int, datetime] = {}
+    passes: dict[int, list[tuple[datetime, str]]] = {}
     for r in data.all_results(course_id):
         try:
             completed = datetime.fromisoformat(r["completedAt"])
@@ -110,12 +112,25 @@ def expected_grants(data: DataSet, course_id: int, staff: dict[str, int], valid_
         if r.get("passed") is not True or completed.tzinfo is None:
             continue
         emp = staff.get(normalize_email(r["user"]["email"]))
-        if emp is not None and (emp not in first or completed < first[emp]):
-            first[emp] = completed
+        if emp is not None:
+            passes.setdefault(emp, []).append((completed, str(r["resultId"])))
     out = {}
-    for emp, completed in first.items():
-        start = completed.astimezone(TZ).date()
-        out[emp] = (start, None if valid_days is None else start + timedelta(days=valid_days))
+    for emp, done in passes.items():
+        periods: list[tuple] = []
+        for completed, rid in sorted(done):
+            made = next_period(completed.astimezone(TZ).date(), valid_days, window, periods)
+            if made is not None:
+                periods = sorted([*periods, (*made, rid)], key=lambda p: p[0])
+        out[emp] = [(a, b) for a, b, _ in periods]
+    return out
+
+
+def periods_of(conn, competence_id: int) -> dict[int, list[tuple]]:
+    """The grants of a competence: employee id -> the periods (valid_from, valid_to), oldest first."""
+    out: dict[int, list[tuple]] = {}
+    for r in conn.execute("SELECT employee_id, valid_from, valid_to FROM grants WHERE competence_id = %s"
+                          " ORDER BY valid_from", (competence_id,)):
+        out.setdefault(r["employee_id"], []).append((r["valid_from"], r["valid_to"]))
     return out
 
 
@@ -141,10 +156,10 @@ def expected_counters(data: DataSet, course_id: int, staff: dict[str, int], *, e
                       held: int = 0) -> dict[str, int]:
     """The counters a backfill of a link of a fresh competence must end with (docs/admin-api.md).
 
-    granted: one result per employee who passed (the first pass), less the `held` employees
+    granted: one result per period made (docs/rules.md, rule 3), less the `held` employees
     who held the competence before; every other passed and matched result is already_held."""
     counts = classify(data, course_id, staff)
-    granted = len(expected_grants(data, course_id, staff)) - held
+    granted = sum(len(p) for p in expected_grants(data, course_id, staff).values()) - held
     return {"granted": granted, "already_held": counts["granted"] - granted,
             "not_passed": counts["failed"], "unmatched": counts["unmatched"], "errors": errors}
 
@@ -156,3 +171,11 @@ def counters(row: dict) -> dict[str, int]:
 
 def link_row(conn, link_id: int) -> dict:
     return conn.execute("SELECT * FROM links WHERE id = %s", (link_id,)).fetchone()
+
+
+def resume_page(conn, link_id: int) -> int | None:
+    """Where the link's backfill resumes: the first page its open units have not stored."""
+    return conn.execute(
+        "SELECT min(u.next_page) AS page FROM backfill_units u JOIN links l ON l.id = u.link_id"
+        " WHERE u.link_id = %s AND u.done_at IS NULL"
+        " AND u.run = (l.backfill_checkpoint ->> 'run')::int", (link_id,)).fetchone()["page"]

@@ -12,7 +12,9 @@ from service.infocaption.client import InfoCaptionClient
 from service.demo.simulator import generate
 from tests.conftest import wait_for
 from tests.integration.infocaption.conftest import (
-    add_link, add_staff, counters, expected_counters, expected_grants, link_row, settings_for)
+    add_link, add_staff, counters, expected_counters, expected_grants, link_row, periods_of,
+    resume_page,
+    settings_for)
 from workers.backfill import Backfill, Stopping
 
 pytestmark = pytest.mark.integration
@@ -57,9 +59,7 @@ def assert_finished_exactly(conn, row, data, staff, link):
     assert stored(conn) == RESULTS
     assert (row["backfill_total"], row["backfill_processed"]) == (RESULTS, RESULTS)
     assert counters(row) == expected_counters(data, COURSE_ID, staff)
-    got = {r["employee_id"]: (r["valid_from"], r["valid_to"]) for r in conn.execute(
-        "SELECT * FROM grants WHERE competence_id = %s", (link["competence_id"],)).fetchall()}
-    assert got == expected_grants(data, COURSE_ID, staff)
+    assert periods_of(conn, link["competence_id"]) == expected_grants(data, COURSE_ID, staff)
 
 
 def test_pages_after_the_first_are_read_ahead_and_the_outcome_is_the_same(conn, settings, pool, make_sim):
@@ -82,7 +82,7 @@ def test_an_unavailable_infocaption_on_a_page_read_ahead_fails_after_the_previou
     row = Backfill(s, pool, client, page_size=PAGE).run(link["id"])
     # pages 1-3 committed, page 4 failed: the checkpoint points to it, the reason is on the link
     assert row["backfill_state"] == "failed" and "InfoCaption" in row["backfill_error"]
-    assert row["backfill_checkpoint"]["page"] == 4
+    assert resume_page(conn, link["id"]) == 4
     assert row["backfill_processed"] == 3 * PAGE and stored(conn) == 3 * PAGE
 
     # the next run resumes at page 4 and ends as if nothing had happened
@@ -121,7 +121,7 @@ def test_stopping_while_a_page_is_read_ahead_leaves_the_checkpoint_on_it_and_res
         Backfill(s, pool, client, page_size=PAGE, pause=pause).run(link["id"])
     stopped = link_row(conn, link["id"])
     assert stopped["backfill_state"] == "running"
-    assert stopped["backfill_checkpoint"]["page"] == 5
+    assert resume_page(conn, link["id"]) == 5
     assert stopped["backfill_processed"] == 4 * PAGE and stored(conn) == 4 * PAGE
 
     before = {r["id"]: r["updated_at"] for r in conn.execute("SELECT id, updated_at FROM results").fetchall()}
@@ -148,7 +148,7 @@ def test_a_commit_that_fails_drops_the_page_read_ahead_and_the_next_run_reads_it
         backfill.run(link["id"])
     # Page 3 was in flight beside page 2 and ends as it would have: committed or not, with the
     # checkpoint saying which. The page after it was read ahead and is not kept.
-    resume_at = link_row(conn, link["id"])["backfill_checkpoint"]["page"]
+    resume_at = resume_page(conn, link["id"])
     assert resume_at in (3, 4)
     assert link_row(conn, link["id"])["backfill_processed"] == (resume_at - 1) * PAGE == stored(conn)
     # the page read ahead is answered (it may still have been in flight when the run failed)

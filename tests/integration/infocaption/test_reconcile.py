@@ -14,7 +14,7 @@ from service.demo.simulator import generate
 from service.platform.metrics import RECONCILE_REPAIRS, RECONCILE_RUNS
 from tests.conftest import wait_for
 from tests.integration.infocaption.conftest import (
-    TZ, add_link, add_staff, client_for, expected_grants, link_row, settings_for)
+    TZ, add_link, add_staff, client_for, expected_grants, link_row, periods_of, settings_for)
 from tests.integration.infocaption.test_backfill import BAD_RECORDS, kept_bad_records
 from workers.backfill import BackfillWorker
 from workers.reconcile import refresh_catalog, reconcile
@@ -237,9 +237,7 @@ def test_demo_seed_relayed_by_the_scheduler_and_backfilled_by_the_worker(
     for link in conn.execute("SELECT l.*, c.default_valid_days FROM links l"
                              " JOIN competences c ON c.id = l.competence_id").fetchall():
         want = expected_grants(data, link["course_id"], staff, valid_days=link["default_valid_days"])
-        got = {g["employee_id"]: (g["valid_from"], g["valid_to"]) for g in conn.execute(
-            "SELECT * FROM grants WHERE competence_id = %s", (link["competence_id"],))}
-        assert got == want and want
+        assert periods_of(conn, link["competence_id"]) == want and want
     with conn.transaction():
         assert seed_demo_data(conn, seed=42, courses=8, employees=60) == {
             "employees": 0, "competences": 0, "links": 0, "skipped": "the database was seeded before"}

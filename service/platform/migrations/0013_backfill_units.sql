@@ -1,0 +1,24 @@
+-- A backfill's pages as units of work that any backfill worker can take (workers/backfill.py;
+-- docs/processes.md, "The backfill"). A unit is a range of API pages of one run of one link;
+-- `next_page` is where it resumes, `done_at` says it was stored to its end, `least_total` is
+-- the smallest total the API reported while it was read (a total that shrank while paging
+-- means one more pass). Results are stored per page; grants are decided afterwards, from the
+-- stored history in completion order.
+CREATE TABLE backfill_units (
+    id          bigserial PRIMARY KEY,
+    link_id     bigint NOT NULL REFERENCES links (id) ON DELETE CASCADE,
+    run         integer NOT NULL,
+    first_page  integer NOT NULL CHECK (first_page >= 1),
+    last_page   integer NOT NULL CHECK (last_page >= first_page),
+    next_page   integer NOT NULL,
+    least_total integer,
+    done_at     timestamptz,
+    UNIQUE (link_id, run, first_page)
+);
+
+-- A backfill left running by the earlier design (its checkpoint names a page, not a run)
+-- starts again from its first page: storing a page twice changes nothing (docs/rules.md,
+-- rule 4), so only the time of the pages already read is lost.
+UPDATE links SET backfill_checkpoint = NULL
+ WHERE backfill_state IN ('running', 'failed')
+   AND NOT (backfill_checkpoint ? 'run');
