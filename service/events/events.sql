@@ -67,25 +67,6 @@ RETURNING id;
 -- include: delivery_row
  WHERE d.id = %(id)s AND d.subscription_id = %(subscription_id)s;
 
--- name: events_emit_grant
--- One event of one grant (grant.revoked of a revocation that removed the row) for every
--- subscription that wants its type; nothing when none does (docs/events.md, "Types"), nor when
--- the grant is still there revoked (the UPDATE trigger of migration 0011 emitted it then).
-WITH emitted AS (
-    INSERT INTO outgoing_events (type, grant_id, body)
-    SELECT %(type)s, %(id)s,
-           grant_event_body(%(type)s, now(), %(id)s, %(employee_id)s, %(competence_id)s,
-                            %(valid_from)s, %(valid_to)s, %(revoked_at)s, %(revoked_reason)s,
-                            %(course_id)s, %(result_id)s, %(source)s)
-     WHERE EXISTS (SELECT 1 FROM subscriptions s WHERE %(type)s = ANY (s.events))
-       AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.id = %(id)s AND g.revoked_at IS NOT NULL)
-    RETURNING id, type, grant_id
-)
-INSERT INTO event_deliveries (event_id, subscription_id, channel, grant_id)
-SELECT e.id, s.id, 'webhook', e.grant_id
-  FROM emitted e JOIN subscriptions s ON e.type = ANY (s.events)
- ORDER BY s.id;
-
 -- name: events_emit_competence_deleted
 -- grant.deleted for every grant of a competence about to be deleted (rule 5), in one statement;
 -- nothing when no subscription wants the type.

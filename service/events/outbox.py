@@ -1,8 +1,8 @@
 """Events written in the transaction of the change that causes them (docs/events.md, "Types").
 
-grant.created and grant.renewed come from a trigger on every INSERT into grants (migration
-0011), whichever path inserts; the functions here are called by the domain functions that
-revoke a grant or delete a competence, and by the scheduler's expiry job.
+grant.created, grant.renewed and grant.revoked come from triggers on grants (migration 0011),
+whichever path inserts or revokes; the functions here are called by the competence delete and
+by the scheduler's expiry job.
 """
 from __future__ import annotations
 
@@ -19,21 +19,6 @@ log = logging.getLogger(__name__)
 # A run later in the day reads the grants changed since the previous run, less this margin: a
 # transaction that began before that run and committed after it is still seen.
 CHANGED_MARGIN = timedelta(minutes=10)
-
-GRANT_FIELDS = ("id", "employee_id", "competence_id", "valid_from", "valid_to", "course_id",
-                "result_id", "source")
-
-
-def grant_revoked(conn: psycopg.Connection, grant: dict, *, revoked_at: datetime, reason: str) -> None:
-    """Emit grant.revoked for a grant whose row a revocation removed (its row as it was).
-
-    A revocation that keeps the row (revoked_at set) is seen by the UPDATE trigger of migration
-    0011 instead; for such a grant this call writes nothing, so calling it there is harmless.
-    """
-    params = {name: grant.get(name) for name in GRANT_FIELDS}
-    conn.execute(db.q("events_emit_grant"), {**params, "type": "grant.revoked",
-                                             "revoked_at": revoked_at, "revoked_reason": reason})
-
 
 def competence_deleted(conn: psycopg.Connection, competence_id: int) -> None:
     """Emit grant.deleted for every grant of a competence; call before deleting them."""
