@@ -15,6 +15,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from service.platform import config as config_mod
 
+REBINDING_HOST = "hooks.rebinding.example"  # a name the rebinding test resolves itself
 ENCRYPTION_KEY = "dGVzdC1lbmNyeXB0aW9uLWtleS1vZi1ldmVudHMtMzI="  # 32 bytes, tests only
 
 
@@ -119,7 +120,7 @@ def test_ca(tmp_path_factory):
 def receiver(test_ca):
     ca, _ = test_ca
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    ca.issue_cert("localhost", "127.0.0.1", REBINDING_HOST).configure_cert(context)
     r = Receiver(context)
     yield r
     r.close()

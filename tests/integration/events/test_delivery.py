@@ -318,3 +318,32 @@ def test_only_the_first_bytes_of_an_answer_are_read(conn, pool, event_settings, 
 
     [row] = deliveries(conn, sub["id"])
     assert row["state"] == "delivered" and row["last_status"] == 200, row["last_error"]
+
+
+def test_the_connection_goes_to_the_address_checked_never_to_a_second_answer(conn, pool, event_settings,
+                                                                            receiver, monkeypatch):
+    """DNS rebinding: the name is resolved once per attempt and that address is the one dialled."""
+    import socket
+
+    from tests.integration.events.conftest import REBINDING_HOST
+
+    ids = seed(conn)
+    sub = subscribe(conn, event_settings, receiver, ["grant.created"])
+    conn.execute("UPDATE subscriptions SET url = %s", (f"https://{REBINDING_HOST}:{receiver.port}/hooks",))
+    grant(conn, ids)
+    real, asked = socket.getaddrinfo, []
+
+    def rebinding(host, port, *args, **kwargs):
+        if host != REBINDING_HOST:
+            return real(host, port, *args, **kwargs)
+        asked.append(host)  # the first answer is the receiver, any later one an address where nothing listens
+        address = "127.0.0.1" if len(asked) == 1 else "127.0.0.2"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    deliver_due(pool, Sender(event_settings, timeout_s=2), now=soon())
+
+    [row] = deliveries(conn, sub["id"])
+    assert row["state"] == "delivered", row["last_error"]
+    assert asked == [REBINDING_HOST], "resolved once, by the guard"
+    assert receiver.requests[0]["headers"]["host"] == f"{REBINDING_HOST}:{receiver.port}"
