@@ -78,8 +78,10 @@ def init_api(app: Flask) -> Api:
     from service.people import employees_api as employees, unmatched_api as unmatched
     from service.grants import api as grants
     from service.ingest import rejected_api as rejected
+    from service.reports import api as reports
 
-    for module in (courses, competences, links, employees, grants, unmatched, audit, ops, rejected):
+    for module in (courses, competences, links, employees, grants, unmatched, audit, ops, rejected,
+                   reports):
         module.register(api)
     auth.check_declared(app)
     app.before_request(auth.authenticate)

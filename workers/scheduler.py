@@ -53,6 +53,8 @@ class Scheduler:
     def default_jobs(self) -> list[Job]:
         jobs = [Job("outbox", 1.0, lambda: relay_outbox(self.pool, self.publisher))]
         jobs.append(Job("prune_rejected_webhooks", housekeeping.PRUNE_INTERVAL_S, lambda: housekeeping.prune_rejected_webhooks(self.pool, self.settings.rejected_retention_days)))
+        jobs.append(Job("compact_coverage", housekeeping.COMPACT_INTERVAL_S,
+                        lambda: housekeeping.compact_coverage(self.pool, self.settings.tz)))
         return jobs + periodic_jobs(self.settings, self.pool, self.publisher)
 
     def stop(self, *_args) -> None:

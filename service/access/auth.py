@@ -34,6 +34,8 @@ PERMISSION_BY_BLUEPRINT = {
     "audit": INTEGRATIONS,
     "operations": INTEGRATIONS,
     "rejected": INTEGRATIONS,
+    "employee_results": INTEGRATIONS,
+    "reports": INTEGRATIONS,
     "competences": SETTINGS,
     "employees": SETTINGS,
 }
