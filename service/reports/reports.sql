@@ -126,11 +126,18 @@ SELECT count(*) AS total FROM competences WHERE kind = 'competence';
 -- name: report_coverage_page
 -- Per competence, from the summaries of migration 0010: employees holding it active today
 -- (the active edges up to today), whose latest grant is active and ends within the window
--- (expiring, not renewed), and whose latest grant has expired (expired and not renewed).
+-- (expiring, not renewed), and whose latest grant has expired (expired and not renewed). The
+-- page of competences is taken first, so only its competences are summed.
+WITH page AS (
+    SELECT c.id, c.name FROM competences c
+     WHERE c.kind = 'competence'
+     ORDER BY c.name, c.id
+     LIMIT %(limit)s OFFSET %(offset)s
+)
 SELECT c.id AS competence_id, c.name AS competence_name,
        coalesce(a.active, 0) AS active, coalesce(l.expiring, 0) AS expiring,
        coalesce(l.expired, 0) AS expired_not_renewed
-  FROM competences c
+  FROM page c
   LEFT JOIN LATERAL (SELECT sum(x.delta) AS active FROM coverage_active_edges x
                       WHERE x.competence_id = c.id AND x.day <= %(today)s) a ON true
   LEFT JOIN LATERAL (
@@ -142,9 +149,7 @@ SELECT c.id AS competence_id, c.name AS competence_name,
                    AS expired
           FROM coverage_latest_grants y
          WHERE y.competence_id = c.id) l ON true
- WHERE c.kind = 'competence'
- ORDER BY c.name, c.id
- LIMIT %(limit)s OFFSET %(offset)s;
+ ORDER BY c.name, c.id;
 
 -- name: coverage_compact
 -- Fold the coverage summaries (migration 0010): days before the cutoff, which no report asks
