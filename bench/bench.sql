@@ -56,7 +56,8 @@ ALTER TABLE grants ADD CONSTRAINT grants_pkey PRIMARY KEY (id),
                    ADD CONSTRAINT grants_employee_competence_key UNIQUE (employee_id, competence_id);
 
 -- name: growth_restore_competence_index
-CREATE INDEX grants_competence_id_idx ON grants (competence_id);
+-- As migration 0010 makes it.
+CREATE INDEX grants_competence_id_idx ON grants (competence_id, valid_to, id);
 
 -- name: count_grants
 SELECT count(*) AS n FROM grants;
@@ -173,7 +174,7 @@ ALTER TABLE grants ADD CONSTRAINT grants_pkey PRIMARY KEY (id);
 CREATE INDEX grants_employee_competence_idx ON grants (employee_id, competence_id);
 
 -- name: reports_restore_competence_index
-CREATE INDEX grants_competence_id_idx ON grants (competence_id);
+CREATE INDEX grants_competence_id_idx ON grants (competence_id, valid_to, id);
 
 -- name: reports_restore_expiring_index
 CREATE INDEX grants_expiring_idx ON grants (valid_to, id) WHERE revoked_at IS NULL AND valid_to IS NOT NULL;

@@ -7,6 +7,11 @@
 -- The expiring report walks the grants that are not revoked in order of their end date.
 CREATE INDEX grants_expiring_idx ON grants (valid_to, id)
     WHERE revoked_at IS NULL AND valid_to IS NOT NULL;
+-- ... and, for one competence, that competence's grants in order of their end date: the index
+-- of grants by competence (the competence filter of the lists; deleting a competence's grants)
+-- carries the end date too, so that it serves both (one index to keep, not two).
+DROP INDEX grants_competence_id_idx;
+CREATE INDEX grants_competence_id_idx ON grants (competence_id, valid_to, id);
 
 -- "Active on a day" as the edges of intervals: each grant that is not revoked adds +1 on its
 -- first day and -1 on the day after its last, so the grants of a competence active on day D
