@@ -39,11 +39,16 @@ CREATE TABLE coverage_latest_grants (
 CREATE INDEX coverage_latest_grants_competence_end_idx
     ON coverage_latest_grants (competence_id, valid_to);
 
+-- What the summaries read of a grant (a row type of its own: smaller than a whole grants row
+-- to gather and pass).
+CREATE TYPE coverage_grant AS (id bigint, employee_id bigint, competence_id bigint,
+                               valid_from date, valid_to date, revoked_at timestamptz);
+
 -- Record what a change of grants does to both summaries: old_rows as they were before the
 -- statement, new_rows as it left them (either may be empty). The latest grant of each pair
 -- touched is taken before (the pair's grants now, less the new rows, plus the old rows) and
 -- after (its grants now); the difference is added. Competences that are gone are skipped.
-CREATE FUNCTION coverage_apply(old_rows grants[], new_rows grants[]) RETURNS void
+CREATE FUNCTION coverage_apply(old_rows coverage_grant[], new_rows coverage_grant[]) RETURNS void
     LANGUAGE sql VOLATILE
     AS $$
     INSERT INTO coverage_active_edges (competence_id, day, delta)
@@ -104,14 +109,18 @@ CREATE FUNCTION coverage_on_grants() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 DECLARE
-    old_rows grants[] := '{}';
-    new_rows grants[] := '{}';
+    old_rows coverage_grant[] := '{}';
+    new_rows coverage_grant[] := '{}';
 BEGIN
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        SELECT coalesce(array_agg(o), '{}') INTO old_rows FROM old_grants o;
+        SELECT coalesce(array_agg((o.id, o.employee_id, o.competence_id, o.valid_from,
+                                   o.valid_to, o.revoked_at)::coverage_grant), '{}')
+          INTO old_rows FROM old_grants o;
     END IF;
     IF TG_OP IN ('UPDATE', 'INSERT') THEN
-        SELECT coalesce(array_agg(n), '{}') INTO new_rows FROM new_grants n;
+        SELECT coalesce(array_agg((n.id, n.employee_id, n.competence_id, n.valid_from,
+                                   n.valid_to, n.revoked_at)::coverage_grant), '{}')
+          INTO new_rows FROM new_grants n;
     END IF;
     IF cardinality(old_rows) + cardinality(new_rows) > 0 THEN
         PERFORM coverage_apply(old_rows, new_rows);
