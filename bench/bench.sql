@@ -62,7 +62,8 @@ ALTER TABLE grants ADD CONSTRAINT grants_pkey PRIMARY KEY (id),
 CREATE INDEX grants_employee_competence_idx ON grants (employee_id, competence_id, valid_from);
 
 -- name: growth_restore_competence_index
-CREATE INDEX grants_competence_id_idx ON grants (competence_id);
+-- As migration 0010 makes it.
+CREATE INDEX grants_competence_id_idx ON grants (competence_id, valid_to, id);
 
 -- name: count_grants
 SELECT count(*) AS n FROM grants;
@@ -133,3 +134,63 @@ SELECT pg_wal_lsn_diff(%(after)s::pg_lsn, %(before)s::pg_lsn) AS bytes;
 
 -- name: backfill_result_foreign_keys
 SELECT conname FROM pg_constraint WHERE conrelid = 'results'::regclass AND contype = 'f' ORDER BY conname;
+
+-- name: reports_drop_grant_indexes
+-- Reports (part 6): grants as periods, so two grants of one employee and competence (the
+-- unique key of today's grants goes; the lookup by employee and competence stays, not unique).
+-- Built without indexes and triggers, then indexed. Bench database only.
+ALTER TABLE grants DROP CONSTRAINT grants_employee_competence_key,
+                   DROP CONSTRAINT grants_pkey;
+
+-- name: reports_drop_other_indexes
+DROP INDEX grants_competence_id_idx, grants_expiring_idx;
+
+-- name: reports_insert_grants
+-- Every employee holds %(competences)s competences (365 or 730 days valid) as two periods:
+-- the one before and the current one, started on a day spread over the last two validities (so
+-- some current ones have expired, not renewed). Every 10th pair renewed early: its second
+-- grant starts the day after the first (active) ends, upcoming. Every 100th second grant is revoked
+-- (kept as a row with revoked_at, as periods keep them).
+INSERT INTO grants (employee_id, competence_id, valid_from, valid_to, source, course_id,
+                    result_id, link_id, created_at, updated_at, revoked_at, revoked_reason,
+                    revoked_by)
+SELECT p.employee_id, p.competence_id, s.valid_from, s.valid_from + p.days, 'backfill', NULL,
+       'p-' || p.employee_id || '-' || p.competence_id || '-' || s.k, NULL, now(), now(),
+       CASE WHEN s.k = 1 AND p.h %% 100 = 7 THEN now() END,
+       CASE WHEN s.k = 1 AND p.h %% 100 = 7 THEN 'bench' END,
+       CASE WHEN s.k = 1 AND p.h %% 100 = 7 THEN 'bench' END
+  FROM (SELECT e.id AS employee_id, c.id AS competence_id, c.days,
+               abs(hashint8(e.id * 1000 + c.id)) AS h
+          FROM employees e
+         CROSS JOIN (SELECT id, CASE WHEN id %% 2 = 0 THEN 365 ELSE 730 END AS days
+                       FROM competences WHERE kind = 'competence'
+                      ORDER BY id LIMIT %(competences)s) c) p
+ CROSS JOIN LATERAL (
+        SELECT k, CASE WHEN p.h %% 10 = 0
+                       -- renewed early: the current grant, then the next one from the day after
+                       THEN %(today)s::date - (p.h %% (p.days - 30))::int + k * (p.days + 1)
+                       ELSE %(today)s::date - (p.h %% (2 * p.days))::int
+                            - (1 - k) * (p.days + 1 + (p.h %% 200)::int) END AS valid_from
+          FROM generate_series(0, 1) AS k) s;
+
+-- name: reports_restore_grant_indexes
+ALTER TABLE grants ADD CONSTRAINT grants_pkey PRIMARY KEY (id);
+
+-- name: reports_restore_pair_index
+CREATE INDEX grants_employee_competence_idx ON grants (employee_id, competence_id);
+
+-- name: reports_restore_competence_index
+CREATE INDEX grants_competence_id_idx ON grants (competence_id, valid_to, id);
+
+-- name: reports_restore_expiring_index
+CREATE INDEX grants_expiring_idx ON grants (valid_to, id) WHERE revoked_at IS NULL AND valid_to IS NOT NULL;
+
+-- name: reports_rebuild_summaries
+-- The coverage summaries from the grants (the triggers were off), folded as the scheduler does.
+SELECT coverage_rebuild(), coverage_compact(%(cutoff)s);
+
+-- name: reports_summary_rows
+SELECT (SELECT count(*) FROM coverage_active_edges) AS active_edges,
+       (SELECT count(*) FROM coverage_latest_grants) AS latest_grants,
+       (SELECT count(*) FROM grants) AS grants,
+       (SELECT count(*) FROM grants WHERE revoked_at IS NOT NULL) AS revoked;

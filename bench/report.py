@@ -65,6 +65,14 @@ def rows(results: dict) -> list[dict]:
                                                  f"{_fmt(g['grants_before'])} grants",
                     "baseline": f"empty grants table {_fmt(g['empty']['events_per_s'])} events/s",
                     "value": g["ratio"]})
+    rep = results.get("reports")
+    if rep:
+        for key, label in (("expiring", "report_expiring"), ("coverage", "report_coverage"),
+                           ("employee_grants", "employee_grants")):
+            t = rep["timings"][key]
+            out.append({"key": label, "measured": f"p50 {_fmt(t['p50_ms'], 1)} ms, p95 {_fmt(t['p95_ms'], 1)} ms "
+                                                  f"({t['n']} calls of `{t['path']}`)",
+                        "baseline": f"{_fmt(rep['grants'])} grants", "value": t["p95_ms"]})
     return out
 
 
@@ -181,6 +189,19 @@ def _notes(results: dict, cpus: int = 2) -> list[str]:
                 f"{f['backend_buffer_writes']:,}: new grants land on pages all over a unique index larger "
                 "than shared_buffers (128 MB here), and the first change of a page after a checkpoint "
                 "writes the whole page to the WAL (server-wide counters).")
+    rep = results.get("reports")
+    if rep:
+        t = rep["timings"]
+        notes.append(
+            f"- **Reports.** {rep['grants']:,} grants ({rep['revoked']:,} revoked) as periods: 100,000 employees x "
+            f"{rep['grants'] // 200_000} competences x 2 periods, generated set-based in {rep['generate_s']} s, the coverage summaries "
+            f"rebuilt and folded in {rep['summaries_s']} s ({rep['summary_rows']['active_edges']:,} active edges, "
+            f"{rep['summary_rows']['latest_grants']:,} latest-grant rows). Server time through the app (token "
+            f"check, queries, JSON): expiring, one competence p50 {t['expiring_competence']['p50_ms']} ms, "
+            f"p95 {t['expiring_competence']['p95_ms']} ms. Totals in X-Pagination: expiring "
+            f"{t['expiring']['x_pagination']}; coverage {t['coverage']['x_pagination']}.")
+        for label, plan in rep["plans"].items():
+            notes += ["", f"Plan of {label}:", "", "```", plan, "```"]
     limits = bounds(results, cpus)
     lat = results.get("latency")
     if lat:

@@ -1,6 +1,6 @@
 """`make bench`: measure the service against its ceilings in one run; write bench/results/.
 
-    python -m bench.run [--parts 1,2,3,4,5] [--quick] [--profile]
+    python -m bench.run [--parts 1,2,3,4,5,6] [--quick] [--profile]
 
 Every figure that matters is a ratio against a baseline measured in the same run, on the same
 data (see bench/README.md). The benchmark reports; it asserts nothing. It exits non-zero only
@@ -30,6 +30,7 @@ FULL = {
     "latency_rate": 1000, "latency_seconds": 30, "latency_repeats": 3,
     "latency_low_rate": 250, "latency_low_seconds": 15,
     "backfill_results": 1_000_000,
+    "reports_repeats": 50, "reports_competences": 50,
 }
 QUICK = {
     "ingest_seconds": 5, "ingest_warmup": 1, "ingest_connections": 32, "ingest_pool": 30_000,
@@ -38,6 +39,7 @@ QUICK = {
     "latency_rate": 200, "latency_seconds": 5, "latency_repeats": 1,
     "latency_low_rate": 100, "latency_low_seconds": 3,
     "backfill_results": 20_000,
+    "reports_repeats": 10, "reports_competences": 2,
 }
 
 TARGETS = {
@@ -47,6 +49,9 @@ TARGETS = {
     "backfill": ("backfill / read-only (3, the better of 1 and 2 processes)", ">=", 0.39),
     "latency": ("p99 webhook -> grant at 1,000/s (4), ms", "<", 250),
     "growth": ("growth: 10 M grants / empty (5)", ">=", 0.8),
+    "report_expiring": ("expiring report p95 at 10 M grants (6), ms", "<", 100),
+    "report_coverage": ("coverage report p95 at 10 M grants (6), ms", "<", 100),
+    "employee_grants": ("one employee's grants p95 at 10 M grants (6), ms", "<", 100),
 }
 
 
@@ -151,7 +156,16 @@ def part_backfill(run: Run, cfg: dict, results: dict, template: str) -> None:
                                            without_fks=cfg.get("backfill_without_fks", False))
 
 
-PARTS = {"1": part_ingest, "2": part_worker, "5": part_growth, "4": part_latency, "3": part_backfill}
+def part_reports(run: Run, cfg: dict, results: dict, template: str) -> None:
+    from bench import reports
+
+    say("part 6: reports (100,000 employees, 10 M grants as periods; endpoints timed in the app)")
+    results["reports"] = reports.measure(run, template, repeats=cfg["reports_repeats"],
+                                         competences=cfg["reports_competences"])
+
+
+PARTS = {"1": part_ingest, "2": part_worker, "5": part_growth, "4": part_latency, "3": part_backfill,
+         "6": part_reports}
 
 
 def _git(*args: str) -> str:

@@ -80,9 +80,10 @@ def init_api(app: Flask) -> Api:
     from service.grants import api as grants
     from service.ingest import rejected_api as rejected
     from service.events import api as subscriptions
+    from service.reports import api as reports
 
     for module in (courses, competences, links, employees, grants, unmatched, audit, ops, rejected,
-                   subscriptions):
+                   subscriptions, reports):
         module.register(api)
     auth.check_declared(app)
     app.before_request(auth.authenticate)

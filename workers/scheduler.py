@@ -82,6 +82,8 @@ class Scheduler:
         jobs.append(Job("prune_delivered_events", housekeeping.PRUNE_INTERVAL_S,
                         lambda: prune_delivered(self.pool)))
         jobs.append(Job("prune_rejected_webhooks", housekeeping.PRUNE_INTERVAL_S, lambda: housekeeping.prune_rejected_webhooks(self.pool, self.settings.rejected_retention_days)))
+        jobs.append(Job("compact_coverage", housekeeping.COMPACT_INTERVAL_S,
+                        lambda: housekeeping.compact_coverage(self.pool, self.settings.tz)))
         return jobs + periodic_jobs(self.settings, self.pool, self.publisher)
 
     def stop(self, *_args) -> None:

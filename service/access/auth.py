@@ -35,6 +35,8 @@ PERMISSION_BY_BLUEPRINT = {
     "operations": INTEGRATIONS,
     "rejected": INTEGRATIONS,
     "subscriptions": INTEGRATIONS,
+    "employee_results": INTEGRATIONS,
+    "reports": INTEGRATIONS,
     "competences": SETTINGS,
     "employees": SETTINGS,
 }

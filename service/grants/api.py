@@ -6,6 +6,7 @@ from marshmallow import fields, validate
 from service.platform.api import (Id, Query, Strict, Text, actor, blueprint, errors, paged, paginate,
                                 transaction, window)
 from service.grants import grants as grants_grants
+from service.platform.export import ExportQuery, exportable
 from service.platform.web import services
 
 blp = blueprint(
@@ -19,7 +20,7 @@ blp = blueprint(
 SOURCES = ("webhook", "backfill", "reconciliation", "employee_update", "manual")
 
 
-class GrantQuery(Query):
+class GrantQuery(ExportQuery):
     employee_id = Id(query=True)
     competence_id = Id(query=True)
     status = fields.String(validate=validate.OneOf(grants_grants.STATUSES),
@@ -58,6 +59,7 @@ class RevokeSchema(Strict):
 @blp.route("/grants")
 @errors(blp)
 @blp.arguments(GrantQuery, location="query", as_kwargs=True)
+@exportable(blp, GrantSchema, "grants")
 @blp.response(200, GrantSchema(many=True))
 @paginate(blp)
 @transaction

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from marshmallow import fields
 
-from service.platform.api import Query, Strict, Text, blueprint, errors, paged, paginate, transaction, window
+from service.platform.api import Strict, Text, blueprint, errors, paged, paginate, transaction, window
 from service.people import unmatched as people_unmatched
+from service.platform.export import ExportQuery, exportable
 blp = blueprint(
     "unmatched",
     "Passed results kept because no employee has their email: why a person is missing a "
@@ -12,7 +13,7 @@ blp = blueprint(
 )
 
 
-class UnmatchedQuery(Query):
+class UnmatchedQuery(ExportQuery):
     email = Text(max_length=320, metadata={"description": "one email (normalised)"})
 
 
@@ -26,6 +27,7 @@ class UnmatchedSchema(Strict):
 @blp.route("/unmatched")
 @errors(blp)
 @blp.arguments(UnmatchedQuery, location="query", as_kwargs=True)
+@exportable(blp, UnmatchedSchema, "unmatched")
 @blp.response(200, UnmatchedSchema(many=True))
 @paginate(blp)
 @transaction

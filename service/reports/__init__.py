@@ -1,0 +1,1 @@
+"""Follow-up: why each result of an employee did what it did, the expiring and coverage reports."""
