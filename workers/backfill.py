@@ -439,6 +439,7 @@ class Backfill:
                 self._create_units(conn, link_id, run, total, publish)
                 conn.execute(db.q("backfill_units_drop"), {"link_id": link_id, "run": run})
             else:
+                log.info("backfill of link %s: every page stored; deciding the grants", link_id)
                 nxt = dict(cp, phase="sweep", step="classify", after_id="")
             conn.execute(db.q("backfill_move_checkpoint"), {
                 "link_id": link_id, "checkpoint": Jsonb(nxt), "created": 0, "granted": 0})
