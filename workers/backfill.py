@@ -74,9 +74,9 @@ SWEEP_CHUNK = 5000  # stored results decided per transaction of the sweep
 # The link's counters (docs/admin-api.md, "Links"); `processed` is their sum.
 COUNTERS = ("granted", "already_held", "not_passed", "unmatched", "errors")
 MAX_PASSES = 3
-UNIT_LOCKS, SWEEP_LOCKS = 1, 2  # the namespaces of backfill_try_lock
+UNIT_LOCKS, SWEEP_LOCKS, PART_LOCKS = 1, 2, 3  # the namespaces of backfill_try_lock
+SWEEP_PARTS = 4  # parts of a run's grant decision, by employee: as many runners decide at once
 BACKFILL_TOPIC = "backfill"  # the outbox topic relayed to the backfill queue
-EPOCH = datetime(1, 1, 1, tzinfo=timezone.utc)  # before every completion: where a sweep starts
 
 
 class PageReader:
@@ -181,6 +181,7 @@ class Backfill:
         page_size: int = PAGE_SIZE,
         unit_pages: int = UNIT_PAGES,
         sweep_chunk: int = SWEEP_CHUNK,
+        sweep_parts: int = SWEEP_PARTS,
         pause: Callable[[float], None] = time.sleep,
         on_progress: Callable[[dict], None] | None = None,
     ):
@@ -190,6 +191,7 @@ class Backfill:
         self.page_size = page_size
         self.unit_pages = unit_pages
         self.sweep_chunk = sweep_chunk
+        self.sweep_parts = sweep_parts
         self.pause = pause
         self.on_progress = on_progress or (lambda _row: None)
         self._first: tuple[int, int, Page] | None = None  # (link, run, page 1) read by _start
@@ -255,13 +257,23 @@ class Backfill:
                     if not self._advance(link_id, publish):
                         return self._load(link_id)  # units still held by others
                 continue
-            # phase sweep
-            if not self._try_lock(locks, SWEEP_LOCKS, link_id):
-                return link  # another runner decides the grants
-            try:
-                return self._sweep(link_id)
-            finally:
-                self._unlock(locks, SWEEP_LOCKS, link_id)
+            # phase sweep: classify (one runner), then the parts of the grant decision
+            if cp.get("step") == "classify":
+                if not self._try_lock(locks, SWEEP_LOCKS, link_id):
+                    return link  # another runner classifies
+                try:
+                    self._classify(link_id)
+                finally:
+                    self._unlock(locks, SWEEP_LOCKS, link_id)
+                continue
+            for part in self._open_parts(link_id, cp["run"]):
+                if not self._try_lock(locks, PART_LOCKS, part["id"]):
+                    continue  # another runner decides it
+                try:
+                    self._grant_part(link, part["id"])
+                finally:
+                    self._unlock(locks, PART_LOCKS, part["id"])
+            return self._finish_if_decided(link_id)
 
     def _start(self, link_id: int, again: bool, publish: bool) -> dict | None:
         link = self._load(link_id)
@@ -311,7 +323,7 @@ class Backfill:
         nxt = fresh_checkpoint(self.page_size, run, total)
         row = conn.execute(db.q("backfill_begin"), {"link_id": link_id,
                                                    "checkpoint": Jsonb(nxt)}).fetchone()
-        conn.execute(db.q("backfill_units_drop"), {"link_id": link_id, "run": run})
+        conn.execute(db.q("backfill_forget_runs"), {"link_id": link_id})
         if gone is not None:
             self._course_gone(conn, link_id, nxt, course, str(gone))
         else:
@@ -447,54 +459,78 @@ class Backfill:
 
     # --- the sweep: the grants, from the stored history in completion order --------------------
 
-    def _sweep(self, link_id: int) -> dict | None:
-        tz = self.settings.time_zone
+    def _classify(self, link_id: int) -> None:
+        """Decide again the stored results whose status a link changes, chunk by chunk; then
+        the parts of the grant decision begin."""
         while True:
-            created = 0
             with self.pool.connection() as conn, conn.transaction():
                 link = conn.execute(db.q("backfill_link"), {"link_id": link_id}).fetchone()
                 if link is None:
                     raise LinkGone(link_id)
                 cp = link["backfill_checkpoint"]
-                if cp["phase"] != "sweep":
-                    return link
-                granted = 0
-                if cp["step"] == "classify":
-                    ids = [r["id"] for r in conn.execute(db.q("backfill_results_to_classify"), {
-                        "course_id": link["course_id"], "after_id": cp["after_id"],
-                        "limit": self.sweep_chunk}).fetchall()]
-                    classify_results(conn, ids)
-                    if len(ids) < self.sweep_chunk:
-                        nxt = dict(cp, step="grant", after_at=EPOCH.isoformat(), after_id="")
-                    else:
-                        nxt = dict(cp, after_id=ids[-1])
+                if cp["phase"] != "sweep" or cp.get("step") != "classify":
+                    return
+                ids = [r["id"] for r in conn.execute(db.q("backfill_results_to_classify"), {
+                    "course_id": link["course_id"], "after_id": cp["after_id"],
+                    "limit": self.sweep_chunk}).fetchall()]
+                classify_results(conn, ids)
+                if len(ids) < self.sweep_chunk:
+                    nxt = dict(cp, step="grant", parts=self.sweep_parts)
+                    conn.execute(db.q("backfill_sweep_parts_create"), {
+                        "link_id": link_id, "run": cp["run"], "parts": self.sweep_parts})
                 else:
-                    after = (datetime.fromisoformat(cp["after_at"]), cp["after_id"])
-                    chunk = grant_stored_results(conn, link["course_id"], after,
-                                                 limit=self.sweep_chunk, source="backfill", tz=tz)
-                    created = chunk.grants_created
-                    granted = sum(link["competence_id"] in c for c in chunk.granted_competences.values())
-                    if chunk.size < self.sweep_chunk:
-                        nxt = dict(cp, phase="done")
-                    else:
-                        nxt = dict(cp, after_at=chunk.after[0].isoformat(), after_id=chunk.after[1])
+                    nxt = dict(cp, after_id=ids[-1])
                 conn.execute(db.q("backfill_move_checkpoint"), {
-                    "link_id": link_id, "checkpoint": Jsonb(nxt), "created": created,
-                    "granted": granted})
-            GRANTS.labels(source="backfill").inc(created)
+                    "link_id": link_id, "checkpoint": Jsonb(nxt), "created": 0, "granted": 0})
             self.on_progress(link)
-            if nxt["phase"] == "done":
-                state = "failed" if cp.get("gone") else "done"
-                return self._finish(link_id, link["course_id"], state, cp.get("gone"))
+            if nxt["step"] == "grant":
+                return
 
-    def _finish(self, link_id: int, course_id: int, state: str, error: str | None) -> dict | None:
+    def _open_parts(self, link_id: int, run: int) -> list[dict]:
+        with self.pool.connection() as conn:
+            return conn.execute(db.q("backfill_sweep_parts_open"), {"link_id": link_id, "run": run}).fetchall()
+
+    def _grant_part(self, link: dict, part_id: int) -> None:
+        """Decide one part's grants chunk by chunk, in completion order, from where it stands."""
+        tz = self.settings.time_zone
+        while True:
+            with self.pool.connection() as conn, conn.transaction():
+                part = conn.execute(db.q("backfill_sweep_part"), {"id": part_id}).fetchone()
+                if part is None or part["done_at"] is not None:
+                    return
+                chunk = grant_stored_results(
+                    conn, link["course_id"], (part["after_at"], part["after_id"]),
+                    limit=self.sweep_chunk, source="backfill", tz=tz, part=part["part"],
+                    parts=part["parts"])
+                done = chunk.size < self.sweep_chunk
+                after = chunk.after or (part["after_at"], part["after_id"])
+                conn.execute(db.q("backfill_sweep_part_progress"), {
+                    "id": part_id, "after_at": after[0], "after_id": after[1], "done": done})
+                granted = sum(link["competence_id"] in c for c in chunk.granted_competences.values())
+                conn.execute(db.q("backfill_grant_progress"), {
+                    "link_id": link["id"], "created": chunk.grants_created, "granted": granted})
+            GRANTS.labels(source="backfill").inc(chunk.grants_created)
+            self.on_progress(link)
+            if done:
+                return
+
+    def _finish_if_decided(self, link_id: int) -> dict | None:
+        """End the backfill once every part of its grant decision is done (once: whoever
+        sees it first); else return the link as it stands."""
         with self.pool.connection() as conn, conn.transaction():
             link = conn.execute(db.q("backfill_link"), {"link_id": link_id}).fetchone()
             if link is None:
-                return None
+                raise LinkGone(link_id)
+            cp = link["backfill_checkpoint"]
+            if cp["phase"] != "sweep" or cp.get("step") != "grant":
+                return link
+            if conn.execute(db.q("backfill_sweep_parts_left"),
+                            {"link_id": link_id, "run": cp["run"]}).fetchone()["open"]:
+                return link  # parts held by other runners
+            state = "failed" if cp.get("gone") else "done"
             row = conn.execute(db.q("backfill_finish"), {
-                "link_id": link_id, "course_id": course_id, "state": state, "error": error,
-                "checkpoint": Jsonb(dict(link["backfill_checkpoint"], phase="done")),
+                "link_id": link_id, "course_id": link["course_id"], "state": state,
+                "error": cp.get("gone"), "checkpoint": Jsonb(dict(cp, phase="done")),
             }).fetchone()
         row = dict(link, **row)
         log.info("backfill of link %s %s: %s processed: %s granted, %s already held, %s not passed"

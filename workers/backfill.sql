@@ -133,8 +133,9 @@ UPDATE backfill_units SET done_at = now()
  WHERE link_id = %(link_id)s AND run = %(run)s AND done_at IS NULL;
 
 -- name: backfill_try_lock
--- Take one of a backfill's session locks if it is free: a unit (namespace 1, the unit's id)
--- or a link's grant decision (namespace 2, the link's id). The lock ends with the session, so
+-- Take one of a backfill's session locks if it is free: a unit (namespace 1, the unit's id),
+-- a link's classifying step (namespace 2, the link's id) or a part of its grant decision
+-- (namespace 3, the part's id). The lock ends with the session, so
 -- a killed worker's unit is free at once.
 SELECT pg_try_advisory_lock(%(namespace)s::int, %(key)s::int) AS locked;
 
@@ -155,3 +156,48 @@ SELECT r.id
             AND EXISTS (SELECT 1 FROM employees e WHERE e.email_normalized = r.email_normalized)))
  ORDER BY r.id
  LIMIT %(limit)s;
+
+-- name: backfill_sweep_parts_create
+-- The parts of a run's grant decision, by employee.
+INSERT INTO backfill_sweep_parts (link_id, run, part, parts)
+SELECT %(link_id)s, %(run)s, p, %(parts)s FROM generate_series(0, %(parts)s - 1) AS p
+ON CONFLICT (link_id, run, part) DO NOTHING;
+
+-- name: backfill_sweep_parts_open
+-- The parts of a run's grant decision not done.
+SELECT id FROM backfill_sweep_parts
+ WHERE link_id = %(link_id)s AND run = %(run)s AND done_at IS NULL
+ ORDER BY part;
+
+-- name: backfill_sweep_part
+-- One part, locked for the chunk being decided.
+SELECT id, part, parts, after_at, after_id, done_at FROM backfill_sweep_parts
+ WHERE id = %(id)s
+   FOR UPDATE;
+
+-- name: backfill_sweep_part_progress
+-- Move a part past a decided chunk; `done` when nothing was left.
+UPDATE backfill_sweep_parts
+   SET after_at = %(after_at)s, after_id = %(after_id)s,
+       done_at = CASE WHEN %(done)s THEN now() END
+ WHERE id = %(id)s;
+
+-- name: backfill_grant_progress
+-- A decided chunk: results that granted the link's competence move from already_held to
+-- granted, and the grants created are added up in the checkpoint.
+UPDATE links
+   SET backfill_checkpoint = jsonb_set(backfill_checkpoint, '{grants_created}', to_jsonb(
+           coalesce((backfill_checkpoint ->> 'grants_created')::bigint, 0) + %(created)s)),
+       backfill_granted = backfill_granted + %(granted)s,
+       backfill_already_held = greatest(0, backfill_already_held - %(granted)s)
+ WHERE id = %(link_id)s;
+
+-- name: backfill_sweep_parts_left
+-- How many parts of a run's grant decision are not done.
+SELECT count(*) AS open FROM backfill_sweep_parts
+ WHERE link_id = %(link_id)s AND run = %(run)s AND done_at IS NULL;
+
+-- name: backfill_forget_runs
+-- A new run of a link's backfill begins: forget the units and grant parts of any run before.
+WITH units AS (DELETE FROM backfill_units WHERE link_id = %(link_id)s)
+DELETE FROM backfill_sweep_parts WHERE link_id = %(link_id)s;

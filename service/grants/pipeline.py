@@ -223,12 +223,14 @@ class GrantChunk:
 
 
 def grant_stored_results(conn: psycopg.Connection, course_id: int, after: tuple[datetime, str],
-                         *, limit: int, source: str, tz: str) -> GrantChunk:
-    """Grant what the course's next `limit` stored results earn, in completion order."""
+                         *, limit: int, source: str, tz: str, part: int = 0,
+                         parts: int = 1) -> GrantChunk:
+    """Grant what the course's next `limit` stored results earn, in completion order, of the
+    employees whose id modulo `parts` is `part`."""
     chunk = GrantChunk()
     rows = conn.execute(db.q("grant_stored_results"), {
         "course_id": course_id, "after_at": after[0], "after_id": after[1], "limit": limit,
-        "source": source, "tz": tz}, prepare=False).fetchall()
+        "part": part, "parts": parts, "source": source, "tz": tz}, prepare=False).fetchall()
     for row in rows:
         if row["kind"] == "last":
             chunk.size, chunk.after = row["size"], (row["completed_at"], row["result_id"])

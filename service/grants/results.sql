@@ -275,14 +275,16 @@ SELECT count(*) AS changed FROM marked;
 
 -- name: grant_stored_results
 -- Grant what a course's stored results earn, the next `limit` of them in completion order after
--- (after_at, after_id): a backfill's decision from the whole history it read (docs/rules.md,
--- rule 3 and rule 4), chunk after chunk. Returns one row per grant created or renewed (kind
+-- (after_at, after_id), of the employees whose id modulo `parts` is `part`: a backfill's
+-- decision from the whole history it read (docs/rules.md, rule 3 and rule 4), chunk after
+-- chunk; an employee's grants depend on the order of that employee's results only. Returns one row per grant created or renewed (kind
 -- 'grant') and one row (kind 'last') with the chunk's last result and size, none when no
 -- result is left.
 WITH RECURSIVE classified AS (
     SELECT id, course_id, completed_at, webhook_id, employee_id, status AS new_status
       FROM results
      WHERE course_id = %(course_id)s AND status = 'granted'
+       AND mod(employee_id, %(parts)s::int) = %(part)s::int
        AND (completed_at, id) > (%(after_at)s::timestamptz, %(after_id)s::text)
      ORDER BY completed_at, id
      LIMIT %(limit)s

@@ -190,7 +190,7 @@ def test_the_planner_inlines_every_rule_into_the_grant_statements(conn):
     for name, args in (("upsert_results", params),
                        ("evaluate_results", {"ids": ["r-1"], "source": "webhook", "tz": STOCKHOLM}),
                        ("grant_stored_results",
-                        {"course_id": 4711, "after_at": T, "after_id": "", "limit": 500,
+                        {"course_id": 4711, "after_at": T, "after_id": "", "limit": 500, "part": 0, "parts": 1,
                          "source": "backfill", "tz": STOCKHOLM}),
                        ("classify_results", {"ids": ["r-1"]}),
                        ("refresh_course_status", {"course_id": 4711})):

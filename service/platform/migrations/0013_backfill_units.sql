@@ -22,3 +22,19 @@ CREATE TABLE backfill_units (
 UPDATE links SET backfill_checkpoint = NULL
  WHERE backfill_state IN ('running', 'failed')
    AND NOT (backfill_checkpoint ? 'run');
+
+-- The grant decision of a run, in parts by employee (employee id modulo `parts`): the grants
+-- of one employee depend on the order of that employee's results only, so each part is decided
+-- in completion order on its own, and several workers decide parts at once. `after_at` and
+-- `after_id` are where a part resumes.
+CREATE TABLE backfill_sweep_parts (
+    id       bigserial PRIMARY KEY,
+    link_id  bigint NOT NULL REFERENCES links (id) ON DELETE CASCADE,
+    run      integer NOT NULL,
+    part     integer NOT NULL,
+    parts    integer NOT NULL CHECK (parts >= 1 AND part >= 0 AND part < parts),
+    after_at timestamptz NOT NULL DEFAULT '0001-01-01 00:00:00+00',  -- before every result
+    after_id text NOT NULL DEFAULT '',
+    done_at  timestamptz,
+    UNIQUE (link_id, run, part)
+);

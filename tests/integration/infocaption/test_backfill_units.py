@@ -86,6 +86,9 @@ def test_two_runners_share_a_run_and_store_every_page_once(conn, settings, pool,
     units = conn.execute("SELECT count(*) AS n, count(done_at) AS done FROM backfill_units"
                          " WHERE link_id = %s", (link["id"],)).fetchone()
     assert (units["n"], units["done"]) == (6, 6)
+    parts = conn.execute("SELECT count(*) AS n, count(done_at) AS done FROM backfill_sweep_parts"
+                         " WHERE link_id = %s", (link["id"],)).fetchone()
+    assert (parts["n"], parts["done"]) == (4, 4)  # the grants decided in four parts by employee
 
 
 def test_two_runners_that_begin_the_same_run_at_once_end_in_one_run(conn, settings, pool, make_sim):
