@@ -11,12 +11,13 @@ docs/processes.md, "The backfill", describes the design; in short:
   nothing (results are upserted).
 - A message is only a wake-up for its link: whoever takes one works on every open unit nobody
   holds, so one worker alone finishes a run and two share it.
-- When the last unit is stored, whoever stored it decides the grants (phase `sweep`) under the
-  link's session lock: first the stored results whose status a link changes (stored before the
-  link, or before their employee existed) are decided again, then the course's results that
-  earn something are granted chunk after chunk **in completion order** (grant_stored_results),
-  so the outcome never depends on the order of the API's pages (docs/rules.md, rule 3). The
-  link's checkpoint says where the sweep resumes.
+- When the last unit is stored, whoever stored it decides the grants (phase `sweep`): first,
+  under the link's session lock, the stored results whose status a link changes (stored before
+  the link, or before their employee existed) are decided again; then the course's results that
+  earn something are granted in SWEEP_PARTS parts by employee, each part chunk after chunk
+  **in completion order** (grant_stored_results) under a session lock of its own, so that
+  several runners decide at once and the outcome never depends on the order of the API's pages
+  (docs/rules.md, rule 3). Each part's row says where it resumes.
 - done: the counters are recomputed from the course's stored results.
 
 Counters (on the link, docs/admin-api.md, "Links"), each result of the course counted once:
