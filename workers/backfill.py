@@ -427,7 +427,7 @@ class Backfill:
         conn.execute(db.q("backfill_units_close"), {"link_id": link_id, "run": cp["run"]})
         nxt = dict(cp, phase="sweep", step="classify", after_id="", gone=error)
         conn.execute(db.q("backfill_move_checkpoint"), {
-            "link_id": link_id, "checkpoint": Jsonb(nxt), "created": 0, "granted": 0})
+            "link_id": link_id, "checkpoint": Jsonb(nxt)})
         return nxt
 
     def _advance(self, link_id: int, publish: bool) -> bool:
@@ -455,7 +455,7 @@ class Backfill:
                 log.info("backfill of link %s: every page stored; deciding the grants", link_id)
                 nxt = dict(cp, phase="sweep", step="classify", after_id="")
             conn.execute(db.q("backfill_move_checkpoint"), {
-                "link_id": link_id, "checkpoint": Jsonb(nxt), "created": 0, "granted": 0})
+                "link_id": link_id, "checkpoint": Jsonb(nxt)})
         return True
 
     # --- the sweep: the grants, from the stored history in completion order --------------------
@@ -482,7 +482,7 @@ class Backfill:
                 else:
                     nxt = dict(cp, after_id=ids[-1])
                 conn.execute(db.q("backfill_move_checkpoint"), {
-                    "link_id": link_id, "checkpoint": Jsonb(nxt), "created": 0, "granted": 0})
+                    "link_id": link_id, "checkpoint": Jsonb(nxt)})
             self.on_progress(link)
             if nxt["step"] == "grant":
                 return

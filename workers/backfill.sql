@@ -82,15 +82,9 @@ RETURNING l.id, l.backfill_state, l.backfill_total, l.backfill_processed, l.back
           l.backfill_unmatched, l.backfill_errors, l.backfill_checkpoint;
 
 -- name: backfill_move_checkpoint
--- Move a backfill's checkpoint; `granted` results that granted the link's competence move
--- from already_held to granted, and the grants created are added up.
-UPDATE links
-   SET backfill_checkpoint = jsonb_set(%(checkpoint)s::jsonb, '{grants_created}', to_jsonb(
-           coalesce((backfill_checkpoint ->> 'grants_created')::bigint, 0) + %(created)s)),
-       backfill_granted = backfill_granted + %(granted)s,
-       backfill_already_held = greatest(0, backfill_already_held - %(granted)s)
- WHERE id = %(link_id)s
-RETURNING backfill_checkpoint;
+-- Move a backfill's checkpoint (read in the same transaction, under the link's row lock; the
+-- grants a run created are added up by backfill_grant_progress).
+UPDATE links SET backfill_checkpoint = %(checkpoint)s WHERE id = %(link_id)s;
 
 -- name: backfill_units_create
 -- The units of one run: ranges of `unit_pages` pages covering `pages` pages.
