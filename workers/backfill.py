@@ -287,8 +287,8 @@ class Backfill:
                 and cp.get("phase") in ("units", "sweep")):
             with self.pool.connection() as conn:
                 row = conn.execute(db.q("backfill_resume"), {"link_id": link_id}).fetchone()
-            if row is None:
-                raise LinkGone(link_id)
+            if row is None:  # finished (or deleted) since it was read: decide on what it is now
+                return self._start(link_id, again, publish)
             link = dict(link, backfill_state="running", backfill_checkpoint=row["backfill_checkpoint"])
             self.on_progress(link)
             return link

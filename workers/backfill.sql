@@ -24,11 +24,14 @@ UPDATE links
 RETURNING backfill_checkpoint;
 
 -- name: backfill_resume
--- Take up a backfill that stopped (killed, or failed on an unavailable InfoCaption).
+-- Take up a backfill that stopped (killed, or failed on an unavailable InfoCaption), or join
+-- one that runs: only while its run is still under way, so that a backfill another runner has
+-- just finished stays done (no row then).
 UPDATE links
    SET backfill_state = 'running', backfill_error = NULL, backfill_finished_at = NULL,
        backfill_started_at = coalesce(backfill_started_at, now())
- WHERE id = %(link_id)s
+ WHERE id = %(link_id)s AND backfill_state IN ('running', 'failed')
+   AND backfill_checkpoint ->> 'phase' IN ('units', 'sweep')
 RETURNING backfill_checkpoint;
 
 -- name: backfill_finish
