@@ -17,7 +17,7 @@ from service.platform.api import (SWAGGER_UI_ASSETS, SWAGGER_UI_ASSETS_URL, Admi
                                   Utf8JSONProvider, id_converter_schema, response_headers)
 
 from service.platform import config as config_mod
-from service.platform import db
+from service.platform import db, tenancy
 from service.platform.messaging import Publisher
 from service.platform.observability import configure_logging, init_sentry
 from service.platform.web import MAX_WEBHOOK_BYTES, Services
@@ -44,6 +44,10 @@ def create_app(
     # Flask answers 413 itself for larger bodies, chunked or not; the webhook view logs it.
     app.config["MAX_CONTENT_LENGTH"] = MAX_WEBHOOK_BYTES
     app.extensions["competence_bridge"] = Services(settings, pool, publisher)
+    # A request's tenant is bound by whatever proves it (a token, a webhook URL) and forgotten
+    # at its end, so that a thread's next request starts with none (docs/tenants.md).
+    app.before_request(tenancy.unbind)
+    app.teardown_request(tenancy.unbind)
 
     app.register_blueprint(webhooks.bp)
     init_api(app)
@@ -81,9 +85,10 @@ def init_api(app: Flask) -> Api:
     from service.ingest import rejected_api as rejected
     from service.events import api as subscriptions
     from service.reports import api as reports
+    from service.tenants import platform_api as platform
 
     for module in (courses, competences, links, employees, grants, unmatched, audit, ops, rejected,
-                   subscriptions, reports):
+                   subscriptions, reports, platform):
         module.register(api)
     auth.check_declared(app)
     app.before_request(auth.authenticate)

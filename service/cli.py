@@ -11,6 +11,7 @@ from service.platform import config as config_mod
 from service.platform.commands import Refused
 from service.platform.commands import database_url as _database_url
 from service.platform.commands import settings as _settings
+from service.tenants.commands import tenant, tenant_id as _tenant_id, tenant_option
 
 WEB_WORKERS, WEB_THREADS = config_mod.WEB_WORKERS, config_mod.WEB_THREADS  # bench/ingest.py
 
@@ -23,6 +24,9 @@ def main() -> None:
     configure_logging(config_mod.log_level())
 
 
+main.add_command(tenant)
+
+
 @main.command()
 def migrate() -> None:
     """Apply pending database migrations (idempotent)."""
@@ -30,9 +34,17 @@ def migrate() -> None:
     from service.people.rekey import rekey_emails
     from service.platform.migrate import migrate as run
 
+    from service.platform import tenancy
+    from service.tenants import tenants
+
     settings = _settings()
-    with db.connect(_database_url(settings), autocommit=True) as conn:
+    url = _database_url(settings)
+    with db.connect(url, autocommit=True) as conn:
         applied = run(conn)
+        tenants.sync_default(conn, settings)
+    # Keys made under an older rule can only be the tenant `default`'s: the rule is older than
+    # tenants (docs/tenants.md).
+    with db.tenant_connection(url, tenancy.DEFAULT_ID, autocommit=True) as conn:
         rekey_emails(conn)
     if applied:
         for m in applied:
@@ -78,32 +90,45 @@ def web(workers: int, threads: int) -> None:
 
 @main.command("create-token")
 @click.option("--name", required=True, help="Who uses the token; shown in the audit log.")
-@click.option("--permission", "permissions", multiple=True, required=True,
+@click.option("--permission", "permissions", multiple=True,
               type=click.Choice(PERMISSIONS))
-def create_token(name: str, permissions: tuple[str, ...]) -> None:
+@tenant_option
+@click.option("--platform", is_flag=True,
+              help="A platform token: reads every tenant's ops endpoints and creates tenants, nothing else.")
+def create_token(name: str, permissions: tuple[str, ...], tenant: str, platform: bool) -> None:
     """Create an API token; it is printed once, alone on the last line."""
     from service.access import tokens
     from service.platform import db
 
+    if platform == bool(permissions):
+        raise Refused("give --permission (a tenant's token) or --platform, not both or neither")
     settings = _settings()
+    url = _database_url(settings)
     try:
-        with db.connect(_database_url(settings)) as conn:
-            token = tokens.create(conn, name, list(permissions))
+        if platform:
+            with db.connect(url) as conn:
+                token = tokens.create(conn, name, [], platform=True)
+        else:
+            with db.tenant_connection(url, _tenant_id(url, tenant)) as conn:
+                token = tokens.create(conn, name, list(permissions))
     except tokens.NameTaken as exc:
         raise Refused(str(exc)) from None
-    click.echo(f"token for {name!r} with {', '.join(permissions)} (store it now; it is not kept):")
+    what = "the platform" if platform else ", ".join(permissions) + f" in tenant {tenant!r}"
+    click.echo(f"token for {name!r} with {what} (store it now; it is not kept):")
     click.echo(token)
 
 
 @main.command("revoke-token")
 @click.option("--name", required=True)
-def revoke_token(name: str) -> None:
+@tenant_option
+def revoke_token(name: str, tenant: str) -> None:
     """Revoke the active token of that name."""
     from service.access import tokens
     from service.platform import db
 
     settings = _settings()
-    with db.connect(_database_url(settings)) as conn:
+    url = _database_url(settings)
+    with db.tenant_connection(url, _tenant_id(url, tenant)) as conn:
         count = tokens.revoke(conn, name)
     if not count:
         raise click.ClickException(f"no active token named {name!r}")

@@ -19,7 +19,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from service.platform import config as config_mod
-from service.platform import db
+from service.platform import db, tenancy
 from service.platform.migrate import migrate
 
 ADMIN_URL = os.environ.get("TEST_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -83,6 +83,7 @@ def conn(database_url):
     """A connection to an emptied database (autocommit: each statement is visible at once)."""
     with db.connect(database_url, autocommit=True) as c:
         c.execute("TRUNCATE " + ", ".join(DOMAIN_TABLES) + " RESTART IDENTITY CASCADE")
+        c.execute("DELETE FROM tenants WHERE id <> 1")  # the tenant `default` stays (migration 0014)
         yield c
 
 
@@ -133,6 +134,23 @@ def delete_queues(s: config_mod.Settings) -> None:
                 exchange(channel).delete()
             except Exception:  # noqa: BLE001
                 channel = broker.channel()
+
+
+@pytest.fixture(autouse=True)
+def default_tenant():
+    """A test's own thread acts in the tenant `default`, as a single-organisation deployment
+    does; the service's threads bind their tenant themselves (docs/tenants.md, "Isolation"),
+    and threads a test starts bind theirs with `in_tenant`."""
+    with tenancy.scope(tenancy.DEFAULT_ID):
+        yield
+
+
+def in_tenant(target, tenant_id: int = tenancy.DEFAULT_ID):
+    """`target` wrapped to run in a tenant: for the threads a test starts."""
+    def run(*args, **kwargs):
+        with tenancy.scope(tenant_id):
+            return target(*args, **kwargs)
+    return run
 
 
 @pytest.fixture

@@ -46,6 +46,7 @@ more pass (a new run, at most MAX_PASSES in all) before it decides the grants.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -58,13 +59,15 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from service.platform import db, messaging
+from service.platform import db, messaging, tenancy
 from service.platform.config import Settings
 from service.grants.pipeline import (apply_course_status, apply_results_keeping_going,
                                      classify_results, grant_stored_results, keep_bad_records,
                                      store_results)
 from service.infocaption.client import CourseGone, InfoCaptionClient, InfoCaptionError, Page
 from service.platform.metrics import GRANTS
+from service.tenants.clients import Clients
+from service.tenants.tenants import Directory
 from workers.base import BACKOFF_CAP_S, BACKOFF_FIRST_S, BatchWorker, is_transient
 
 log = logging.getLogger(__name__)
@@ -510,7 +513,7 @@ class Backfill:
                 granted = sum(link["competence_id"] in c for c in chunk.granted_competences.values())
                 conn.execute(db.q("backfill_grant_progress"), {
                     "link_id": link["id"], "created": chunk.grants_created, "granted": granted})
-            GRANTS.labels(source="backfill").inc(chunk.grants_created)
+            GRANTS.labels(source="backfill", tenant=tenancy.label()).inc(chunk.grants_created)
             self.on_progress(link)
             if done:
                 return
@@ -572,10 +575,32 @@ class BackfillWorker(BatchWorker):
         kwargs.setdefault("batch_size", 1)
         kwargs.setdefault("batch_wait_ms", 0)
         super().__init__(settings, pool, **kwargs)
-        self.client = client or InfoCaptionClient.from_settings(settings)
-        self.client.sleep = self._pause  # retries wait without starving the broker heartbeat
-        self.backfill = Backfill(settings, pool, self.client, page_size=page_size,
-                                 pause=self._pause, on_progress=self._progress)
+        self.page_size = page_size
+        self.client = client  # one client for every tenant (tests), or each tenant's own
+        self.clients = Clients(settings)
+        self.tenants = Directory(settings, pool)
+        self._backfills: dict[int, tuple[InfoCaptionClient, Backfill]] = {}
+
+    def backfill_of(self, tenant_id: int) -> Backfill:
+        """The runner of a tenant's backfills, with its InfoCaption host and credentials."""
+        tenant = self.tenants.by_id(tenant_id)
+        if tenant is None:
+            raise LinkGone()
+        client = self.client if self.client is not None else self.clients.of(tenant)
+        known = self._backfills.get(tenant_id)
+        if known is None or known[0] is not client:
+            client.sleep = self._pause  # retries wait without starving the broker heartbeat
+            # The tenant's day: its results' dates are of its time zone.
+            settings = dataclasses.replace(self.settings, time_zone=tenant.time_zone)
+            known = (client, Backfill(settings, self.pool, client, page_size=self.page_size,
+                                      pause=self._pause, on_progress=self._progress))
+            self._backfills[tenant_id] = known
+        return known[1]
+
+    @property
+    def backfill(self) -> Backfill:
+        """The `default` tenant's runner."""
+        return self.backfill_of(tenancy.DEFAULT_ID)
 
     def _pause(self, seconds: float) -> None:
         self._sleep(seconds)
@@ -598,18 +623,21 @@ class BackfillWorker(BatchWorker):
                 self.reject(delivery, "a backfill message needs an integer link_id")
                 continue
             try:
-                self.run_link(link_id)
+                with tenancy.scope(tenancy.of_message(body)):
+                    self.run_link(link_id)
             except Stopping:
                 log.info("backfill of link %s interrupted; it resumes from its checkpoint", link_id)
                 return
             self.ack([delivery])
 
     def run_link(self, link_id: int) -> None:
-        """Run one backfill to its end, retrying transient database errors from the checkpoint."""
+        """Run one backfill (of the bound tenant) to its end, retrying transient database
+        errors from the checkpoint."""
         delay = BACKOFF_FIRST_S
+        backfill = self.backfill_of(tenancy.current() or tenancy.DEFAULT_ID)
         while True:
             try:
-                self.backfill.run(link_id, wait=False, publish=True)
+                backfill.run(link_id, wait=False, publish=True)
                 return
             except Stopping:
                 raise
@@ -625,7 +653,7 @@ class BackfillWorker(BatchWorker):
                     continue
                 log.exception("backfill of link %s failed", link_id)
                 try:
-                    self.backfill._fail(link_id, f"{exc.__class__.__name__}: {exc}")
+                    backfill._fail(link_id, f"{exc.__class__.__name__}: {exc}")
                 except Exception as again:  # noqa: BLE001
                     if is_transient(again):
                         self._pause(delay)

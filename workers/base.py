@@ -33,7 +33,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from service.platform import db, messaging
+from service.platform import db, messaging, tenancy
 from service.platform.config import Settings
 from service.platform.messaging import Delivery
 from service.platform.metrics import DEAD_LETTERS
@@ -262,8 +262,27 @@ class BatchWorker:
             log.warning("%d event(s) dead-lettered", dead)
 
     def _commit(self, batch: list[Delivery]) -> int:
-        """Commit the batch, retrying transient errors; return how many were dead-lettered."""
-        return self._retrying(lambda: self._commit_once(batch))
+        """Commit the batch, retrying transient errors; return how many were dead-lettered.
+
+        Each tenant's messages are committed in a transaction of their own, bound to that
+        tenant (docs/tenants.md): no transaction mixes tenants. A group committed before a
+        later one fails is delivered again with it and taken as a redelivery."""
+        dead = 0
+        for tenant, group in self._by_tenant(batch).items():
+            with tenancy.scope(tenant):
+                dead += self._retrying(lambda: self._commit_once(group))
+        return dead
+
+    @staticmethod
+    def _by_tenant(batch: list[Delivery]) -> dict[int, list[Delivery]]:
+        """The batch's messages by tenant, in the order each tenant first comes (a packed
+        message is one tenant's; what names none is the `default` tenant's)."""
+        groups: dict[int, list[Delivery]] = {}
+        for d in batch:
+            first = next(iter(messaging.unpack(d.body)), None)
+            tenant = tenancy.of_message(first) if isinstance(first, dict) else tenancy.DEFAULT_ID
+            groups.setdefault(tenant, []).append(d)
+        return groups
 
     def _commit_once(self, batch: list[Delivery]) -> int:
         with self.pool.connection() as conn:
@@ -288,7 +307,8 @@ class BatchWorker:
             with self.pool.connection() as conn, conn.transaction():
                 for d in self._claim(conn, [delivery]):
                     self.dead_letter(conn, d.body, error)
-        self._retrying(work)
+        with tenancy.scope(next(iter(self._by_tenant([delivery])))):
+            self._retrying(work)
         self.ack([delivery])
 
     def _retrying(self, work):

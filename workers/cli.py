@@ -11,6 +11,7 @@ import click
 from service.cli import main
 from service.platform.commands import database_url, serve_metrics
 from service.platform.commands import settings as load_settings
+from service.tenants.commands import tenant_id, tenant_option
 
 
 @main.command()
@@ -38,19 +39,26 @@ def scheduler() -> None:
 @click.option("--link", "link_id", type=int, required=True, help="The link's id.")
 @click.option("--page-size", type=int, default=500, show_default=True,
               help="Results per API page (a resumed backfill keeps the size it started with).")
-def backfill(link_id: int, page_size: int):
+@tenant_option
+def backfill(link_id: int, page_size: int, tenant: str):
     """Run or resume one link's backfill in the foreground, with a progress bar."""
     from tqdm import tqdm
 
-    from service.platform import db
+    from service.platform import db, tenancy
     from service.infocaption.client import InfoCaptionClient
+    from service.tenants import tenants
     from workers.backfill import Backfill
 
     settings = load_settings()
-    pool = db.make_pool(database_url(settings), max_size=2, name="backfill-cli",
-                        time_zone=settings.time_zone)
+    url = database_url(settings)
+    tid = tenant_id(url, tenant)
+    with db.connect(url) as conn:
+        found = tenants.by_id(conn, settings, tid)
+    # Every connection of the pool is bound to the tenant (docs/tenants.md).
+    tenancy.bind(tid)
+    pool = db.make_pool(url, max_size=2, name="backfill-cli", time_zone=found.time_zone)
     pool.wait(timeout=30)
-    client = InfoCaptionClient.from_settings(settings)
+    client = InfoCaptionClient.for_tenant(found, settings)
     bar = tqdm(total=0, unit=" results", desc=f"link {link_id}")
 
     def progress(row: dict) -> None:

@@ -7,7 +7,11 @@ from typing import Callable
 
 @dataclass
 class Job:
+    """`run()` for the platform's jobs; `run(tenant)` once for each active tenant when
+    `per_tenant` (docs/tenants.md, "The scheduler")."""
+
     name: str
     interval_s: float
-    run: Callable[[], object]
+    run: Callable[..., object]
     next_at: float = 0.0
+    per_tenant: bool = False

@@ -35,12 +35,13 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from service.catalog.guides import COURSE_GUIDE_TYPES
-from service.platform import db
+from service.platform import db, tenancy
 from service.platform.config import Settings
 from service.grants.pipeline import (apply_course_status, apply_results_keeping_going,
                                      keep_bad_records)
 from service.infocaption.client import CourseGone, InfoCaptionClient, InfoCaptionError
 from service.platform.metrics import GRANTS, RECONCILE_REPAIRS, RECONCILE_RUNS
+from service.tenants.clients import Clients
 from workers.jobs import Job
 
 log = logging.getLogger(__name__)
@@ -73,13 +74,15 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def refresh_catalog(settings: Settings, pool: ConnectionPool, client: InfoCaptionClient) -> CatalogOutcome:
-    """Bring the course catalog and course statuses in line with InfoCaption's."""
+def refresh_catalog(settings: Settings, pool: ConnectionPool, client: InfoCaptionClient,
+                    tz: str | None = None) -> CatalogOutcome:
+    """Bring the course catalog and course statuses in line with InfoCaption's (of the bound
+    tenant, whose time zone `tz` is)."""
     out = CatalogOutcome()
     seen_at = _now()
     courses = client.published_courses()  # the whole list or an exception: never half a list
     out.listed = len(courses)
-    tz = settings.time_zone
+    tz = tz or settings.time_zone
     with pool.connection() as conn, conn.transaction():
         rows = conn.execute(db.q("catalog_upsert_courses"), {
             "ids": [c.id for c in courses], "names": [c.name for c in courses],
@@ -123,10 +126,11 @@ def refresh_catalog(settings: Settings, pool: ConnectionPool, client: InfoCaptio
 
 
 def reconcile(settings: Settings, pool: ConnectionPool, client: InfoCaptionClient,
-              page_size: int = PAGE_SIZE) -> ReconcileOutcome:
-    """Read results changed since each linked course's cursor and apply them."""
+              page_size: int = PAGE_SIZE, tz: str | None = None) -> ReconcileOutcome:
+    """Read results changed since each linked course's cursor and apply them (of the bound
+    tenant, whose time zone `tz` is)."""
     out = ReconcileOutcome()
-    tz = settings.time_zone
+    tz = tz or settings.time_zone
     with pool.connection() as conn:
         courses = conn.execute(db.q("reconcile_courses")).fetchall()
     for row in courses:
@@ -173,7 +177,7 @@ def reconcile(settings: Settings, pool: ConnectionPool, client: InfoCaptionClien
                 "cursor": Jsonb({"changed_since": started.isoformat()}),
             })
     RECONCILE_REPAIRS.inc(out.repairs)
-    GRANTS.labels(source="reconciliation").inc(out.grants_created)
+    GRANTS.labels(source="reconciliation", tenant=tenancy.label()).inc(out.grants_created)
     RECONCILE_RUNS.labels(outcome="error" if out.failed_courses else "ok").inc()
     # One line every run, also when nothing was found: it shows the scheduler is alive.
     log.info("reconciliation: %d course(s) read, %d result(s) seen, %d repaired, %d ahead of "
@@ -184,12 +188,14 @@ def reconcile(settings: Settings, pool: ConnectionPool, client: InfoCaptionClien
 
 
 def periodic_jobs(settings: Settings, pool: ConnectionPool, publisher) -> list:
-    """The scheduler's jobs of this module: catalog refresh first, then reconciliation."""
-    # Few, short retries: the scheduler's loop also relays the outbox, and the next run
-    # catches up anyway.
-    client = InfoCaptionClient.from_settings(settings, max_attempts=4, backoff_cap_s=5.0)
+    """The scheduler's jobs of this module, for each tenant with its own InfoCaption host and
+    credentials: catalog refresh first, then reconciliation."""
+    # Few, short retries: the next run catches up anyway.
+    clients = Clients(settings, max_attempts=4, backoff_cap_s=5.0)
     interval = settings.reconcile_interval_s
     return [
-        Job("catalog", interval, lambda: refresh_catalog(settings, pool, client)),
-        Job("reconcile", interval, lambda: reconcile(settings, pool, client)),
+        Job("catalog", interval, per_tenant=True, run=lambda tenant: refresh_catalog(
+            settings, pool, clients.of(tenant), tz=tenant.time_zone)),
+        Job("reconcile", interval, per_tenant=True, run=lambda tenant: reconcile(
+            settings, pool, clients.of(tenant), tz=tenant.time_zone)),
     ]

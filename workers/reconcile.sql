@@ -5,7 +5,7 @@
 INSERT INTO courses AS c (id, name, guide_type, last_seen_at)
 SELECT * FROM unnest(%(ids)s::bigint[], %(names)s::text[], %(guide_types)s::int[],
                      %(seen)s::timestamptz[])
-ON CONFLICT (id) DO UPDATE
+ON CONFLICT (tenant_id, id) DO UPDATE
 SET name = excluded.name, guide_type = excluded.guide_type,
     last_seen_at = excluded.last_seen_at,
     updated_at = CASE WHEN (c.name, c.guide_type) IS DISTINCT FROM (excluded.name, excluded.guide_type)
@@ -38,4 +38,4 @@ SELECT c.id, c.name, c.guide_type, min(l.created_at) AS linked_at, jc.cursor
 -- name: save_job_cursor
 -- Remember where a periodic job got to.
 INSERT INTO job_cursors (name, cursor) VALUES (%(name)s, %(cursor)s)
-ON CONFLICT (name) DO UPDATE SET cursor = excluded.cursor, updated_at = now();
+ON CONFLICT (tenant_id, name) DO UPDATE SET cursor = excluded.cursor, updated_at = now();

@@ -12,7 +12,8 @@ from flask import Flask, g, request
 from flask_smorest import abort
 
 from service.access import tokens
-from service.access.tokens import INTEGRATIONS, SETTINGS
+from service.access.tokens import INTEGRATIONS, PLATFORM, SETTINGS
+from service.platform import tenancy
 from service.platform.api import API_PREFIX
 from service.platform.web import services
 
@@ -39,6 +40,7 @@ PERMISSION_BY_BLUEPRINT = {
     "reports": INTEGRATIONS,
     "competences": SETTINGS,
     "employees": SETTINGS,
+    "platform": PLATFORM,
 }
 
 
@@ -82,8 +84,20 @@ def authenticate() -> None:
         abort(401, message="a valid bearer token is required",
               headers={"WWW-Authenticate": 'Bearer realm="competence-bridge"'})
     needed = permission_for(request.endpoint)
+    g.token = found
+    if found["platform"] or needed == PLATFORM:
+        # A platform token reaches the platform's endpoints only, and only it does
+        # (docs/tenants.md, "Platform tokens"); it is bound to no tenant.
+        if not (found["platform"] and needed == PLATFORM):
+            abort(403, message="this endpoint is for "
+                  + ("tenant tokens" if found["platform"] else "platform tokens") + " only",
+                  errors={"permission": [needed]})
+        return
+    # Everything the request reads or writes from here on is this tenant's (docs/tenants.md).
+    tenancy.bind(found["tenant_id"])
+    if found["tenant_id"] != tenancy.DEFAULT_ID:  # `default`'s is TIME_ZONE
+        g.tenant_time_zone = found["time_zone"]
     if needed not in (found["permissions"] or []):
         log.info("token %s lacks %s for %s", found["name"], needed, request.endpoint)
         abort(403, message=f"this token lacks the permission {needed}",
               errors={"permission": [needed]})
-    g.token = found

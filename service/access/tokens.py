@@ -12,6 +12,7 @@ from service.ops.audit import audit
 INTEGRATIONS = "administer_competence_integrations"  # links, grants, reports, ops
 SETTINGS = "administer_competence_settings"  # the competence tree, employees
 PERMISSIONS = (INTEGRATIONS, SETTINGS)
+PLATFORM = "platform"  # what a platform token may do (docs/tenants.md, "Platform tokens")
 PREFIX = "cbt_"
 
 
@@ -24,16 +25,22 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create(conn: psycopg.Connection, name: str, permissions: list[str], actor: str = "cli") -> str:
-    """Store a new token's hash and return the token itself (shown once, never stored)."""
+def create(conn: psycopg.Connection, name: str, permissions: list[str], actor: str = "cli",
+           *, platform: bool = False) -> str:
+    """Store a new token's hash and return the token itself (shown once, never stored).
+
+    A tenant's token is written on a connection bound to the tenant; a `platform` token
+    (docs/tenants.md, "Platform tokens") carries no permission and is written by the owner."""
     unknown = sorted(set(permissions) - set(PERMISSIONS))
     if unknown:
         raise ValueError(f"unknown permission(s): {', '.join(unknown)}")
+    if platform and permissions:
+        raise ValueError("a platform token carries no tenant permission")
     token = PREFIX + secrets.token_urlsafe(32)
     try:
         with conn.transaction():  # a savepoint: the caller's transaction survives a refusal
             row = conn.execute(
-                db.q("insert_token"),
+                db.q("insert_platform_token" if platform else "insert_token"),
                 {"name": name, "token_hash": hash_token(token), "permissions": sorted(set(permissions))},
             ).fetchone()
     except psycopg.errors.UniqueViolation:
@@ -41,8 +48,9 @@ def create(conn: psycopg.Connection, name: str, permissions: list[str], actor: s
         # that two commands at once cannot both take it.
         raise NameTaken(f"a token named {name!r} exists already; revoke it first "
                         "(competence-bridge revoke-token --name …) or choose another name") from None
-    audit(conn, actor, "token.create", f"token:{row['id']}",
-          after={"name": name, "permissions": sorted(set(permissions))})
+    if not platform:  # a platform token is no tenant's: no tenant's audit log
+        audit(conn, actor, "token.create", f"token:{row['id']}",
+              after={"name": name, "permissions": sorted(set(permissions))})
     return token
 
 
@@ -55,7 +63,7 @@ def revoke(conn: psycopg.Connection, name: str, actor: str = "cli") -> int:
 
 
 def lookup(conn: psycopg.Connection, token: str) -> dict | None:
-    """Return {id, name, permissions} of a valid token, or None."""
+    """Return {id, tenant_id, name, permissions, platform} of a valid token, or None."""
     if not token.startswith(PREFIX) or len(token) > 200:
         return None
     return conn.execute(db.q("lookup_token"), {"token_hash": hash_token(token)}).fetchone()

@@ -4,7 +4,7 @@
 -- Mark the database as seeded; no row back when it was marked before (or by a seed running
 -- now: the second waits for the first's commit and then gets nothing).
 INSERT INTO job_cursors (name, cursor) VALUES (%(name)s, %(cursor)s)
-ON CONFLICT (name) DO NOTHING
+ON CONFLICT (tenant_id, name) DO NOTHING
 RETURNING updated_at;
 
 -- name: demo_seed_mark
@@ -27,4 +27,4 @@ SELECT id FROM competences
 -- seed-demo: a course the demo links (the catalog refresh keeps it current afterwards).
 INSERT INTO courses (id, name, guide_type, last_seen_at)
 VALUES (%(id)s, %(name)s, %(guide_type)s, now())
-ON CONFLICT (id) DO NOTHING;
+ON CONFLICT (tenant_id, id) DO NOTHING;

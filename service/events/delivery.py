@@ -26,7 +26,7 @@ from service.events import mail as mail_mod
 from service.events.outcome import Outcome
 from service.events.guard import Refused, resolve
 from service.events.subscriptions import NotConfigured, decrypt_secret
-from service.platform import db
+from service.platform import db, tenancy
 from service.platform.config import Settings
 from service.platform.metrics import DELIVERIES, DELIVERY_SECONDS
 
@@ -140,6 +140,9 @@ class Sender:
                     timeout_s=self.timeout_s, context=self.context)
 
 
+PER_TENANT_TURN = 20  # deliveries a tenant gets per turn of the loop
+
+
 def deliver_one(pool: ConnectionPool, sender: Sender, now: datetime) -> dict | None:
     """Claim, send and record one due delivery; return it with its outcome, or None if none was due."""
     with pool.connection() as conn:
@@ -174,9 +177,27 @@ def deliver_due(pool: ConnectionPool, sender: Sender, *, now: datetime | None = 
     """Send what is due at `now` (default: the real time), at most `limit`; return how many were tried."""
     tried = 0
     while tried < limit:
-        if deliver_one(pool, sender, now or utcnow()) is None:
+        done = deliver_round(pool, sender, now or utcnow(),
+                             per_tenant=min(PER_TENANT_TURN, limit - tried))
+        if not done:
             break
-        tried += 1
+        tried += done
+    return tried
+
+
+def deliver_round(pool: ConnectionPool, sender: Sender, now: datetime,
+                  per_tenant: int = PER_TENANT_TURN) -> int:
+    """One turn of each tenant with deliveries due, at most `per_tenant` each, so that a tenant
+    with a backlog (or slow receivers) takes its turn and no more; return how many were tried."""
+    with tenancy.scope(None), pool.connection() as conn:
+        due = [r["tenant_id"] for r in conn.execute(db.q("delivery_due_tenants"), {"now": now})]
+    tried = 0
+    for tenant in due:
+        with tenancy.scope(tenant):
+            for _ in range(per_tenant):
+                if deliver_one(pool, sender, now) is None:
+                    break
+                tried += 1
     return tried
 
 
@@ -207,7 +228,7 @@ class DeliveryLoop:
     def _run(self, sender: Sender) -> None:
         while not self.stopping.is_set():
             try:
-                if deliver_one(self.pool, sender, self.clock()) is None:
+                if not deliver_round(self.pool, sender, self.clock()):
                     self.stopping.wait(self.IDLE_S)
             except psycopg.Error as exc:
                 log.warning("deliveries: database unavailable (%s); retrying", exc.__class__.__name__)

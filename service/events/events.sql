@@ -98,7 +98,7 @@ SELECT now() AS now;
 -- name: notices_state_save
 -- Remember this run of the expiry job.
 INSERT INTO grant_notices_state (last_day, last_at) VALUES (%(today)s, %(at)s)
-ON CONFLICT (one) DO UPDATE SET last_day = excluded.last_day, last_at = excluded.last_at;
+ON CONFLICT (tenant_id, one) DO UPDATE SET last_day = excluded.last_day, last_at = excluded.last_at;
 
 -- name: notices_due
 -- Record the expiry notices due today and emit their events and reminder mails, in one
@@ -236,3 +236,7 @@ WITH old AS (
     RETURNING e.id
 )
 SELECT (SELECT count(*) FROM gone) AS deliveries, (SELECT count(*) FROM orphans) AS events;
+
+-- name: delivery_due_tenants
+-- The tenants with deliveries due (migration 0014): the loop visits each in turn.
+SELECT t AS tenant_id FROM tenants_with_due_deliveries(%(now)s) t ORDER BY t;

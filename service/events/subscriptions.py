@@ -8,11 +8,11 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 import psycopg
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from service.events.guard import Refused, public_address, resolve
 from service.ops.audit import audit
-from service.platform import db
+from service.platform import crypto, db
+from service.platform.crypto import NotConfigured
 from service.platform.config import Settings
 from service.platform.errors import Conflict, Invalid, NotFound
 from service.platform.paging import Page, page_of
@@ -23,25 +23,12 @@ TYPES = ("grant.created", "grant.renewed", "grant.revoked", "grant.deleted", "gr
 SECRET_BYTES = 32
 
 
-class NotConfigured(RuntimeError):
-    """A setting the operation needs is missing (the message names it)."""
-
-
-def cipher(settings: Settings) -> MultiFernet:
-    """The keys of ENCRYPTION_KEY: the first encrypts, every one decrypts (rotation)."""
-    if not settings.encryption_keys:
-        raise NotConfigured("ENCRYPTION_KEY is not set: subscription secrets are kept encrypted "
-                            "with it (docs/processes.md, \"Settings\")")
-    return MultiFernet([Fernet(key) for key in settings.encryption_keys])
+WHAT = "subscription secrets"
 
 
 def decrypt_secret(settings: Settings, token: str) -> str:
     """The signing secret of a subscription, for the sender only (never logged or answered)."""
-    try:
-        return cipher(settings).decrypt(token.encode("ascii")).decode("ascii")
-    except InvalidToken:
-        raise NotConfigured("a subscription secret cannot be decrypted with any key of "
-                            "ENCRYPTION_KEY (was a key removed too early?)") from None
+    return crypto.decrypt(settings.encryption_keys, token, WHAT)
 
 
 def check_url(url: str, settings: Settings) -> None:
@@ -91,11 +78,11 @@ def create_subscription(conn: psycopg.Connection, settings: Settings, data: dict
     """Add a subscriber; the answer carries its secret, the only time it is shown."""
     events = list(dict.fromkeys(data["events"]))
     check_url(data["url"], settings)
-    box = cipher(settings)
+    crypto.cipher(settings.encryption_keys, WHAT)  # refused before anything is made
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii")
     row = conn.execute(db.q("subscription_insert"), {
         "url": data["url"], "events": events, "description": data.get("description") or "",
-        "secret_encrypted": box.encrypt(secret.encode("ascii")).decode("ascii"),
+        "secret_encrypted": crypto.encrypt(settings.encryption_keys, secret, WHAT),
         "created_by": actor,
     }).fetchone()
     audit(conn, actor, "subscription.create", f"subscription:{row['id']}", None, row)

@@ -7,7 +7,7 @@ from service.platform.api import (Id, Query, Strict, Text, actor, blueprint, err
                                 transaction, window)
 from service.grants import grants as grants_grants
 from service.platform.export import ExportQuery, exportable
-from service.platform.web import services
+from service.platform.web import time_zone
 
 blp = blueprint(
     "grants",
@@ -67,7 +67,7 @@ def list_grants(conn, employee_id=None, competence_id=None, status=None, paginat
     """List grants, current and past, optionally of one employee, one competence, one status."""
     limit, offset = window(pagination_parameters)
     page = grants_grants.list_grants(conn, employee_id=employee_id, competence_id=competence_id,
-                                     status=status, tz=services().settings.time_zone,
+                                     status=status, tz=time_zone(),
                                      limit=limit, offset=offset)
     return paged(page, pagination_parameters)
 
@@ -80,7 +80,7 @@ def list_grants(conn, employee_id=None, competence_id=None, status=None, paginat
 def revoke_grant(conn, data, grant_id):
     """Revoke one grant (body `{"reason": "..."}`); answers the grant, now revoked."""
     return grants_grants.revoke_grant(conn, grant_id, data["reason"], actor=actor(),
-                                      tz=services().settings.time_zone)
+                                      tz=time_zone())
 
 
 def register(api) -> None:

@@ -5,7 +5,7 @@
 -- Note webhook ids as processed; returns only those not seen before (redeliveries drop out).
 INSERT INTO webhook_receipts (webhook_id, event_type)
 SELECT * FROM unnest(%(webhook_ids)s::text[], %(types)s::text[])
-ON CONFLICT (webhook_id) DO NOTHING
+ON CONFLICT (tenant_id, webhook_id) DO NOTHING
 RETURNING webhook_id;
 
 -- name: upsert_courses_seen
@@ -14,7 +14,7 @@ INSERT INTO courses (id, name, guide_type, last_seen_at)
 SELECT DISTINCT ON (id) id, name, guide_type, now()
 FROM unnest(%(ids)s::bigint[], %(names)s::text[], %(guide_types)s::int[]) AS c (id, name, guide_type)
 ORDER BY id
-ON CONFLICT (id) DO NOTHING;
+ON CONFLICT (tenant_id, id) DO NOTHING;
 
 -- name: upsert_results
 -- Record results and grant what the new or changed ones earn, in one statement. A result seen
@@ -152,7 +152,7 @@ SELECT id FROM results
 -- Add or rename a course in the catalog.
 INSERT INTO courses (id, name, guide_type, last_seen_at)
 VALUES (%(id)s, %(name)s, %(guide_type)s, now())
-ON CONFLICT (id) DO UPDATE
+ON CONFLICT (tenant_id, id) DO UPDATE
 SET name = excluded.name, guide_type = excluded.guide_type, last_seen_at = now(),
     updated_at = now();
 
@@ -160,7 +160,7 @@ SET name = excluded.name, guide_type = excluded.guide_type, last_seen_at = now()
 -- Remember a status change at the time it happened; a repeat of the same change is a no-op.
 INSERT INTO course_status_changes (course_id, status, changed_at, source, webhook_id)
 VALUES (%(course_id)s, %(status)s, %(changed_at)s, %(source)s, %(webhook_id)s)
-ON CONFLICT (course_id, changed_at, status) DO NOTHING
+ON CONFLICT (tenant_id, course_id, changed_at, status) DO NOTHING
 RETURNING id;
 
 -- name: refresh_course_status
@@ -217,7 +217,7 @@ SELECT i.id, i.course_id, i.email, i.email_normalized, i.first_name, i.last_name
   LEFT JOIN LATERAL (SELECT emp.id FROM employees emp
                       WHERE emp.email_normalized = i.email_normalized LIMIT 1) e ON true
   CROSS JOIN LATERAL result_status(i.passed, i.course_id, i.completed_at, e.id) s
-ON CONFLICT (id) DO UPDATE
+ON CONFLICT (tenant_id, id) DO UPDATE
 SET course_id = excluded.course_id, email = excluded.email,
     email_normalized = excluded.email_normalized, first_name = excluded.first_name,
     last_name = excluded.last_name, passed = excluded.passed, score = excluded.score,

@@ -280,6 +280,12 @@ class InfoCaptionClient:
         return cls(settings.infocaption_base_url, settings.infocaption_client_id,
                    settings.infocaption_client_secret, **kwargs)
 
+    @classmethod
+    def for_tenant(cls, tenant, settings, **kwargs) -> "InfoCaptionClient":
+        """A client with a tenant's host and credentials (service.tenants.tenants.Tenant)."""
+        kwargs.setdefault("allow_http", settings.demo)
+        return cls(tenant.infocaption_base_url, tenant.client_id, tenant.client_secret, **kwargs)
+
     def close(self) -> None:
         self.session.close()
 

@@ -1,7 +1,7 @@
 """The event the web process queues and the result worker applies: made and read here only.
 
 A queued event is JSON (the queue carries JSON): `type`, `timestamp` (when InfoCaption says it
-happened), `webhook_id`, `received_at`, `course` {id, name, guide_type} and, for a result,
+happened), `webhook_id`, `received_at`, `tenant` (its id), `course` {id, name, guide_type} and, for a result,
 `result` {id, email, first_name, last_name, passed, score, completed_at}. Times are ISO-8601
 text with an offset. `result_event` and `course_event` make one; the pipeline reads them with
 the accessors below (docs/webhooks.md, "What is queued").
@@ -43,9 +43,10 @@ def course_event(kind: str, *, timestamp: datetime, course: dict) -> dict:
     return {"type": kind, "timestamp": timestamp.isoformat(), "course": course}
 
 
-def received(event: dict, *, webhook_id: str, received_at: datetime) -> dict:
-    """The event with the webhook id it came with and when the web process took it."""
-    return dict(event, webhook_id=webhook_id, received_at=received_at.isoformat())
+def received(event: dict, *, webhook_id: str, received_at: datetime, tenant: int) -> dict:
+    """The event with the webhook id it came with, when the web process took it, and the
+    tenant whose URL it came to (docs/tenants.md)."""
+    return dict(event, webhook_id=webhook_id, received_at=received_at.isoformat(), tenant=tenant)
 
 
 def happened_at(event: dict) -> datetime:

@@ -9,18 +9,19 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Callable
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 from marshmallow import ValidationError
 from psycopg.types.json import Jsonb
 from standardwebhooks import Webhook
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from service.platform import db
+from service.platform import db, tenancy
 from service.platform.web import MAX_WEBHOOK_BYTES, RETRY_AFTER_S, services
 from service.platform.messaging import PublishError
 from service.platform.metrics import WEBHOOKS
 from service.ingest import message
 from service.ingest.schema import escape_text, escape_tree, parse_event
+from service.tenants.tenants import Directory, Tenant
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__)
@@ -64,6 +65,30 @@ def _make_sample(state) -> None:
     state.app.extensions.setdefault(SAMPLE_KEY, UnsignedSample())
 
 
+DIRECTORY_KEY = "competence_bridge.tenants"
+
+
+def _count(outcome: str, kind: str = "-") -> None:
+    WEBHOOKS.labels(outcome=outcome, type=kind, tenant=g.get("tenant_slug", "-")).inc()
+
+
+def _tenant(slug: str | None) -> Tenant | None:
+    """The tenant a webhook URL names (None: unknown or inactive). `default` is configured
+    from the environment and needs no database; the others are read through a Directory."""
+    svc = services()
+    if slug is None:
+        s = svc.settings
+        return Tenant(id=tenancy.DEFAULT_ID, slug=tenancy.DEFAULT_SLUG, name=tenancy.DEFAULT_SLUG,
+                      infocaption_base_url=s.infocaption_base_url,
+                      client_id=s.infocaption_client_id, time_zone=s.time_zone, active=True,
+                      webhook_secrets=s.webhook_secrets)
+    extensions = current_app.extensions
+    if DIRECTORY_KEY not in extensions:
+        extensions.setdefault(DIRECTORY_KEY, Directory(svc.settings, svc.pool))
+    found = extensions[DIRECTORY_KEY].get(slug)
+    return found if found is not None and found.active else None
+
+
 @lru_cache(maxsize=8)
 def _verifiers(secrets: tuple[str, ...]) -> tuple[Webhook, ...]:
     return tuple(Webhook(s) for s in secrets)
@@ -92,7 +117,7 @@ def _reject(status: int, reason: str, errors=None, body: bytes | None = None, we
     What is kept is escaped (escape_text): the point of a rejection may be text PostgreSQL
     cannot hold. Unsigned rejections are kept only as a sample (UnsignedSample).
     """
-    WEBHOOKS.labels(outcome=f"rejected_{status}", type="-").inc()
+    _count(f"rejected_{status}")
     webhook_id = escape_text(webhook_id)[:MAX_WEBHOOK_ID] if webhook_id else None
     errors = escape_tree(errors) if errors is not None else None
     signed = status not in (401, 413)
@@ -132,7 +157,7 @@ def _read_body() -> bytes:
 
 
 def _unavailable(message: str):
-    WEBHOOKS.labels(outcome="unavailable", type="-").inc()
+    _count("unavailable")
     response = jsonify(code=503, message=message, errors={})
     response.status_code = 503
     response.headers["Retry-After"] = str(RETRY_AFTER_S)
@@ -141,8 +166,30 @@ def _unavailable(message: str):
 
 @bp.post("/webhooks/infocaption")
 def receive():
+    """Take one webhook of the tenant `default` (docs/webhooks.md)."""
+    return _receive(None)
+
+
+@bp.post("/webhooks/infocaption/<slug>")
+def receive_for_tenant(slug: str):
+    """Take one webhook of the tenant the URL names, checked with its secrets only."""
+    return _receive(slug)
+
+
+def _receive(slug: str | None):
     """Take one InfoCaption webhook and queue it durably before answering 202."""
     svc = services()
+    try:
+        tenant = _tenant(slug)
+    except Exception:  # noqa: BLE001 - the tenant's row could not be read: the sender retries
+        log.exception("the tenants could not be read")
+        return _unavailable("the service cannot read its tenants; retry later")
+    if tenant is None:
+        # Kept nowhere (a URL anyone can call), counted; the answer does not say which it was.
+        _count("unknown_tenant")
+        return jsonify(code=404, message="no such webhook URL", errors={}), 404
+    tenancy.bind(tenant.id)  # a rejection is kept for this tenant's ops
+    g.tenant_slug = tenant.slug
     webhook_id = request.headers.get("webhook-id", "")
     try:
         body = _read_body()
@@ -150,7 +197,7 @@ def receive():
         return _reject(413, f"body over {MAX_WEBHOOK_BYTES // 1024} KiB", webhook_id=webhook_id)
 
     headers = {k: request.headers.get(k, "") for k in SIGNATURE_HEADERS}
-    if not verify_signature(body, headers, svc.settings.webhook_secrets):
+    if not verify_signature(body, headers, tenant.webhook_secrets):
         return _reject(401, "missing, malformed or wrong signature, or timestamp outside ±300 s",
                        webhook_id=webhook_id)
 
@@ -171,17 +218,19 @@ def receive():
 
     if event is None:
         kind = str(parsed.get("type"))[:50]
-        WEBHOOKS.labels(outcome="ignored", type="unknown").inc()
+        _count("ignored", "unknown")
         log.info("webhook of unknown type ignored", extra={"webhook_id": webhook_id, "event": kind})
         return jsonify(status="ignored"), 202
 
-    event = message.received(event, webhook_id=webhook_id, received_at=datetime.now(timezone.utc))
+    event = message.received(event, webhook_id=webhook_id, received_at=datetime.now(timezone.utc),
+                             tenant=tenant.id)
     try:
-        svc.publisher.publish(event, pack=True)  # the webhook id is in the event
+        # The webhook id is in the event; a packed message carries one tenant's events only.
+        svc.publisher.publish(event, pack=True, pack_with=tenant.id)
     except PublishError as exc:
         log.warning("webhook not queued: %s", exc, extra={"webhook_id": webhook_id})
         return _unavailable("the queue is unavailable; retry later")
-    WEBHOOKS.labels(outcome="accepted", type=event["type"]).inc()
+    _count("accepted", event["type"])
     return current_app.response_class(_ACCEPTED_BODY, 202, mimetype="application/json")
 
 

@@ -51,7 +51,9 @@ def replay_dead_letters(conn: psycopg.Connection, ids: list[int] | None,
             out.skipped.append(row["id"])
             continue
         try:
-            publish(row["payload"], kind)
+            # Back to the tenant whose dead letter it is, whatever the payload says
+            # (docs/tenants.md, "Isolation").
+            publish(dict(row["payload"], tenant=row["tenant_id"]), kind)
         except Exception as exc:  # noqa: BLE001 - reported to the caller, the rest stays pending
             out.error = f"{exc.__class__.__name__}: {exc}"
             log.warning("dead-letter replay stopped at %s: %s", row["id"], out.error)

@@ -6,7 +6,7 @@ SELECT queue, count(*) AS n FROM dead_letters WHERE replayed_at IS NULL GROUP BY
 
 -- name: admin_dead_letters_take
 -- Pending dead letters to replay (all, or the given ids), locked; a concurrent replay skips them.
-SELECT id, queue, webhook_id, event_type, payload FROM dead_letters
+SELECT id, tenant_id, queue, webhook_id, event_type, payload FROM dead_letters
  WHERE replayed_at IS NULL
    AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
  ORDER BY id

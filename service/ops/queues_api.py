@@ -6,7 +6,7 @@ import logging
 from flask_smorest import abort
 from marshmallow import fields, validate
 
-from service.platform import messaging
+from service.platform import db, messaging, tenancy
 from service.platform.api import Id, Strict, actor, blueprint, errors
 from service.ops import dead_letters as ops_dead_letters
 from service.platform.web import RETRY_AFTER_S, services
@@ -69,10 +69,22 @@ def queue_stats(settings, database_url: str) -> list[dict]:
 @blp.response(200, QueuesSchema)
 def queues():
     """Per queue: depth, consumers and pending dead letters; and all pending dead letters."""
+    return queues_answer()
+
+
+def queues_answer(every_tenant: bool = False) -> dict:
+    """The queues (shared by every tenant) with the pending dead letters of the bound tenant,
+    or of `every_tenant` (a platform token's view: docs/tenants.md, "Platform tokens")."""
     svc = services()
     stats = queue_stats(svc.settings, svc.pool.conninfo)
+    pending: dict[str, int] = {}
     with svc.pool.connection() as conn:
-        pending = ops_dead_letters.pending_dead_letters(conn)
+        ids = [r["id"] for r in conn.execute(db.q("tenant_list"))] if every_tenant else [None]
+    for tenant_id in ids:
+        with tenancy.scope(tenant_id if every_tenant else tenancy.current()), \
+                svc.pool.connection() as conn:
+            for name, n in ops_dead_letters.pending_dead_letters(conn).items():
+                pending[name] = pending.get(name, 0) + n
     for queue in stats:
         queue["dead_letters"] = pending.get(queue["name"], 0)
     return {"queues": stats, "dead_letters": sum(pending.values())}

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client.core import GaugeMetricFamily
 
-from service.platform import db, messaging
+from service.platform import db, messaging, tenancy
 from service.platform.messaging import QueueStat
 
 log = logging.getLogger(__name__)
@@ -100,8 +100,7 @@ class StateCollector:
             stats = None
         up.add_metric(["broker"], 0 if stats is None else 1)
         try:
-            with self.pool.connection(timeout=self.timeout_s) as conn:
-                state = database_state(conn, timeout_s=self.timeout_s)
+            state = self._tenant_states()
         except Exception as exc:  # noqa: BLE001 - any failure means "database not readable now"
             log.warning("metrics: database unreachable (%s)", exc.__class__.__name__)
             state = None
@@ -126,24 +125,46 @@ class StateCollector:
         duration.add_metric([], time.monotonic() - started)
         yield duration
 
-    def _database_families(self, state: DatabaseState, topo):
-        yield _by_label("cb_results", "Stored results, by status", "status", state.results)
-        yield _by_label("cb_grants", "Current grants, by source", "source", state.grants)
-        unmatched = GaugeMetricFamily("cb_unmatched_results",
-                                      "Kept results that match no employee (the unmatched report)")
-        unmatched.add_metric([], state.unmatched_results)
-        yield unmatched
-        emails = GaugeMetricFamily("cb_unmatched_emails", "Distinct emails of the unmatched results")
-        emails.add_metric([], state.unmatched_emails)
-        yield emails
-        pending = {topo.queue(kind).name: 0 for kind in ("events", "backfill")}
-        pending.update(state.dead_letters_pending)
-        yield _by_label("cb_dead_letters_pending", "Dead-lettered events not replayed yet", "queue", pending)
-        yield _by_label("cb_backfill_links", "Links, by backfill state", "state", state.backfill_links)
-        yield _by_label("cb_event_deliveries", "Outgoing event deliveries waiting (pending) and failed "
-                        "for good (failed; re-sendable from the delivery log)", "state", state.event_deliveries)
+    def _tenant_states(self) -> dict[str, DatabaseState]:
+        """Each active tenant's state, read bound to it (the `tenant` label of the gauges:
+        one series per tenant, docs/tenants.md)."""
+        with tenancy.scope(None), self.pool.connection(timeout=self.timeout_s) as conn:
+            every = [(r["id"], r["slug"]) for r in conn.execute(db.q("obs_active_tenants"))]
+        states = {}
+        for tenant_id, slug in every:
+            with tenancy.scope(tenant_id), self.pool.connection(timeout=self.timeout_s) as conn:
+                states[slug] = database_state(conn, timeout_s=self.timeout_s)
+        return states
 
-        labels = ["link_id", "course_id", "competence_id"]
+    def _database_families(self, states: dict[str, DatabaseState], topo):
+        def by_label(name, documentation, label, values_of):
+            family = GaugeMetricFamily(name, documentation, labels=["tenant", label])
+            for tenant, state in states.items():
+                for value, n in sorted(values_of(state).items()):
+                    family.add_metric([tenant, value], n)
+            return family
+
+        def one(name, documentation, value_of):
+            family = GaugeMetricFamily(name, documentation, labels=["tenant"])
+            for tenant, state in states.items():
+                family.add_metric([tenant], value_of(state))
+            return family
+
+        yield by_label("cb_results", "Stored results, by status", "status", lambda s: s.results)
+        yield by_label("cb_grants", "Current grants, by source", "source", lambda s: s.grants)
+        yield one("cb_unmatched_results", "Kept results that match no employee (the unmatched report)",
+                  lambda s: s.unmatched_results)
+        yield one("cb_unmatched_emails", "Distinct emails of the unmatched results",
+                  lambda s: s.unmatched_emails)
+        queues = {topo.queue(kind).name: 0 for kind in ("events", "backfill")}
+        yield by_label("cb_dead_letters_pending", "Dead-lettered events not replayed yet", "queue",
+                       lambda s: {**queues, **s.dead_letters_pending})
+        yield by_label("cb_backfill_links", "Links, by backfill state", "state", lambda s: s.backfill_links)
+        yield by_label("cb_event_deliveries", "Outgoing event deliveries waiting (pending) and failed "
+                       "for good (failed; re-sendable from the delivery log)", "state",
+                       lambda s: s.event_deliveries)
+
+        labels = ["tenant", "link_id", "course_id", "competence_id"]
         counts = GaugeMetricFamily(
             "cb_backfill_results", "Backfill progress of each link not done: results expected "
             "(total), processed (the sum of the rest), granted (grants created), already_held, "
@@ -152,18 +173,11 @@ class StateCollector:
         ratio = GaugeMetricFamily("cb_backfill_progress_ratio",
                                   "Processed / total of each link not done (0 until counted)",
                                   labels=labels)
-        for b in state.backfills:
-            key = [str(b["id"]), str(b["course_id"]), str(b["competence_id"])]
-            for name in BACKFILL_COUNTS:
-                counts.add_metric(key + [name], b[name])
-            ratio.add_metric(key, (b["processed"] / b["total"]) if b["total"] else 0.0)
+        for tenant, state in states.items():
+            for b in state.backfills:
+                key = [tenant, str(b["id"]), str(b["course_id"]), str(b["competence_id"])]
+                for name in BACKFILL_COUNTS:
+                    counts.add_metric(key + [name], b[name])
+                ratio.add_metric(key, (b["processed"] / b["total"]) if b["total"] else 0.0)
         yield counts
         yield ratio
-
-
-def _by_label(name: str, documentation: str, label: str, values: dict) -> GaugeMetricFamily:
-    """One gauge with a sample per label value, in the order of the values."""
-    family = GaugeMetricFamily(name, documentation, labels=[label])
-    for value, n in sorted(values.items()):
-        family.add_metric([value], n)
-    return family

@@ -61,3 +61,7 @@ LIMIT %(limit)s;
 SELECT 'pending' AS state, count(*) AS n FROM event_deliveries WHERE state = 'pending'
 UNION ALL
 SELECT 'failed', count(*) FROM event_deliveries WHERE state = 'failed';
+
+-- name: obs_active_tenants
+-- The tenants whose state the gauges show (migration 0014), each under its own label.
+SELECT id, slug FROM tenants WHERE active ORDER BY id;

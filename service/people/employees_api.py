@@ -8,7 +8,7 @@ from marshmallow import ValidationError, fields
 from service.platform.api import (Query, Strict, Text, actor, blueprint, errors, paged,
                                 paginate, transaction, window)
 from service.people import employees as people_employees
-from service.platform.web import services
+from service.platform.web import time_zone
 from service.people.email import email_shape_problem, unmatchable_reason
 blp = blueprint(
     "employees",
@@ -113,7 +113,7 @@ def create_employees():
 
 @transaction
 def _create(conn, items):
-    return people_employees.create_employees(conn, items, actor=actor(), tz=services().settings.time_zone)
+    return people_employees.create_employees(conn, items, actor=actor(), tz=time_zone())
 
 
 @blp.route("/employees/<id:employee_id>", methods=["PATCH"])
@@ -124,7 +124,7 @@ def _create(conn, items):
 def update_employee(conn, changes, employee_id):
     """Change an employee's email or name; a new email grants its kept unmatched results."""
     return people_employees.update_employee(conn, employee_id, changes, actor=actor(),
-                                 tz=services().settings.time_zone)
+                                 tz=time_zone())
 
 
 def register(api) -> None:

@@ -5,7 +5,7 @@
 -- name: rekey_take_mark
 -- Note that the keys follow the current rule; no row back when they did already.
 INSERT INTO job_cursors (name, cursor) VALUES (%(name)s, %(cursor)s)
-ON CONFLICT (name) DO UPDATE SET cursor = excluded.cursor, updated_at = now()
+ON CONFLICT (tenant_id, name) DO UPDATE SET cursor = excluded.cursor, updated_at = now()
 WHERE job_cursors.cursor IS DISTINCT FROM excluded.cursor
 RETURNING name;
 

@@ -94,9 +94,14 @@ def _flag(env: dict, name: str) -> bool:
 
 def _webhook_secrets(raw: str) -> tuple[str, ...]:
     """Split and check INFOCAPTION_WEBHOOK_SECRETS; the message never shows a secret."""
-    secrets = tuple(s for s in re.split(r"[\s,]+", raw) if s)
+    return check_webhook_secrets(tuple(s for s in re.split(r"[\s,]+", raw) if s),
+                                 "INFOCAPTION_WEBHOOK_SECRETS")
+
+
+def check_webhook_secrets(secrets: tuple[str, ...], name: str) -> tuple[str, ...]:
+    """Check `whsec_` secrets (of the environment or of a tenant); never shows one."""
     for position, secret in enumerate(secrets, start=1):
-        where = f"INFOCAPTION_WEBHOOK_SECRETS (secret {position} of {len(secrets)})"
+        where = f"{name} (secret {position} of {len(secrets)})"
         if not secret.startswith("whsec_"):
             raise ConfigError(f"{where} must start with 'whsec_'")
         try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from service.platform import tenancy
 from service.platform.config import Settings
 
 log = logging.getLogger(__name__)
@@ -82,6 +85,36 @@ def connect_kwargs(url: str, *, time_zone: str | None = None) -> dict:
     return {"row_factory": dict_row, "options": options}
 
 
+def use_app_role(conn: psycopg.Connection) -> None:
+    """Run the rest of this session as the application's role (a pool's `configure`): not
+    superuser, no BYPASSRLS, so that row-level security shows it only its tenant's rows."""
+    conn.execute(q("session_use_app_role"))
+    conn.commit()
+
+
+def bind_tenant(conn: psycopg.Connection, tenant_id: int | None) -> None:
+    """Give an idle connection its tenant, or none (docs/tenants.md, "Isolation").
+
+    The setting is the session's, not a transaction's: a connection taken from the pool may
+    commit several transactions, and each must see the same tenant. It is set outside any
+    transaction (autocommit for the one statement), so that it opens none.
+    """
+    value = "" if tenant_id is None else str(int(tenant_id))
+    autocommit = conn.autocommit
+    conn.autocommit = True
+    try:
+        conn.execute(q("session_bind_tenant"), {"tenant": value})
+    finally:
+        conn.autocommit = autocommit
+
+
+def check_and_bind(conn: psycopg.Connection) -> None:
+    """The pool's check of every checkout: the connection answers, and carries the tenant
+    bound in the taking thread (to nothing when none is), so that no tenant outlives its holder.
+    One round trip, as the check alone was."""
+    bind_tenant(conn, tenancy.current())
+
+
 def make_pool(url: str, *, min_size: int = 1, max_size: int = 4, name: str = "cb",
               time_zone: str | None = None) -> ConnectionPool:
     """Make this process's pool; call after fork and wait for it at boot."""
@@ -92,8 +125,18 @@ def make_pool(url: str, *, min_size: int = 1, max_size: int = 4, name: str = "cb
         kwargs=connect_kwargs(url, time_zone=time_zone),
         name=name,
         open=True,
-        check=ConnectionPool.check_connection,
+        configure=use_app_role,
+        check=check_and_bind,
     )
+
+
+@contextmanager
+def tenant_connection(url: str, tenant_id: int, **kwargs) -> Iterator[psycopg.Connection]:
+    """One connection as the application role, bound to a tenant (commands acting in one)."""
+    with connect(url, **kwargs) as conn:
+        use_app_role(conn)
+        bind_tenant(conn, tenant_id)
+        yield conn
 
 
 @cache

@@ -164,19 +164,23 @@ class Publisher:
         self._idle: list[_ConfirmChannel | _PlainChannel] = []  # last in, first out
         self._idle_lock = threading.Lock()
         self._packing = threading.Condition()  # guards the two below
-        self._to_pack: dict[str, list[_Packed]] = {}  # kind -> events waiting for the sender
+        # (kind, pack_with) -> events waiting for the sender
+        self._to_pack: dict[tuple[str, object], list[_Packed]] = {}
         self._sender: threading.Thread | None = None
 
     def publish(self, body: dict, kind: str = EVENTS, headers: dict | None = None,
-                *, pack: bool = False) -> None:
-        """Publish one event; raise PublishError unless the broker holds it durably."""
+                *, pack: bool = False, pack_with: object = None) -> None:
+        """Publish one event; raise PublishError unless the broker holds it durably.
+
+        Packed events share a message only with events of the same `pack_with` (the tenant:
+        a worker's transaction never mixes tenants, docs/tenants.md)."""
         if self._pool is not None and is_embedded(self.settings):
             self._publish_embedded(body, kind)
             return
         if pack and self.topo.amqp:
             if headers:
                 raise ValueError("a packed event travels without headers")
-            self._publish_packed(body, kind)
+            self._publish_packed(body, (kind, pack_with))
             return
         with self._idle_lock:
             channel = self._idle.pop() if self._idle else None
@@ -208,10 +212,10 @@ class Publisher:
         for channel in idle:
             channel.close()
 
-    def _publish_packed(self, body, kind: str) -> None:
+    def _publish_packed(self, body, key: tuple[str, object]) -> None:
         packed = _Packed(body)
         with self._packing:
-            self._to_pack.setdefault(kind, []).append(packed)
+            self._to_pack.setdefault(key, []).append(packed)
             if self._sender is None or not self._sender.is_alive():
                 self._sender = threading.Thread(target=self._send_packs, name="publisher",
                                                 daemon=True)
@@ -221,7 +225,7 @@ class Publisher:
         # timeouts; the bound only guards against a sender that is gone.
         if not packed.done.wait(4 * self.CONFIRM_TIMEOUT_S):
             with self._packing:
-                waiting = self._to_pack.get(kind, [])
+                waiting = self._to_pack.get(key, [])
                 if packed in waiting:  # not taken yet: it will not be sent
                     waiting.remove(packed)
             raise PublishError("no confirm from the broker in time")
@@ -234,12 +238,12 @@ class Publisher:
             with self._packing:
                 while not self._to_pack:
                     self._packing.wait()
-                kind, waiting = next(iter(self._to_pack.items()))
+                key, waiting = next(iter(self._to_pack.items()))
                 group, rest = waiting[:self.PACK_MAX], waiting[self.PACK_MAX:]
-                if rest:
-                    self._to_pack[kind] = rest
-                else:
-                    del self._to_pack[kind]
+                del self._to_pack[key]
+                if rest:  # to the back: every tenant's events take their turn
+                    self._to_pack[key] = rest
+                kind = key[0]
             error = None
             try:
                 self.publish(group[0].body if len(group) == 1 else [p.body for p in group], kind)

@@ -21,17 +21,21 @@ from service.platform.config import DEFAULT_METRICS_PORTS  # noqa: F401 - part o
 
 log = logging.getLogger(__name__)
 
+# `tenant` is the tenant's slug ("-" before one is known: an unknown tenant's slug never
+# becomes a label, so that a caller cannot make series): one series per tenant and value.
 WEBHOOKS = Counter(
-    "cb_webhooks_total", "Webhooks received, by outcome and event type", ["outcome", "type"]
+    "cb_webhooks_total", "Webhooks received, by outcome, event type and tenant",
+    ["outcome", "type", "tenant"]
 )
 EVENTS = Counter(
     "cb_events_processed_total", "Events processed by the worker, by outcome", ["outcome"]
 )
-GRANTS = Counter("cb_grants_created_total", "Grants created, by source", ["source"])
+GRANTS = Counter("cb_grants_created_total", "Grants created, by source and tenant",
+                 ["source", "tenant"])
 DEAD_LETTERS = Counter("cb_dead_letters_total", "Events dead-lettered, by queue", ["queue"])
 LAG = Histogram(
     "cb_processing_lag_seconds",
-    "From the webhook's timestamp to the commit of its effect",
+    "From the webhook's timestamp to the commit of its effect, by tenant", ["tenant"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 RECONCILE_RUNS = Counter("cb_reconcile_runs_total", "Reconciliation runs, by outcome", ["outcome"])

@@ -6,7 +6,7 @@ INSERT INTO outbox (topic, payload) VALUES (%(topic)s, %(payload)s) RETURNING id
 
 -- name: outbox_pending
 -- Oldest unpublished work first; SKIP LOCKED lets a second relay pass over busy rows.
-SELECT id, topic, payload FROM outbox
+SELECT id, topic, payload, tenant_id FROM outbox
  WHERE published_at IS NULL
  ORDER BY id
  LIMIT %(limit)s

@@ -39,3 +39,26 @@ def bind(tenant_id: int | None) -> None:
 def unbind(_exc: BaseException | None = None) -> None:
     """Forget the request's tenant, so that a thread's next request starts with none."""
     _current.set(None)
+
+
+def of_message(body: dict) -> int:
+    """The tenant a queued message names (`tenant`); messages queued before there were
+    tenants are the `default` tenant's."""
+    return int(body.get("tenant") or DEFAULT_ID)
+
+
+# The slugs of the tenants this process has read (service.tenants.tenants.Directory), for the
+# `tenant` label of metrics: bounded by the tenants there are.
+_slugs: dict[int, str] = {DEFAULT_ID: DEFAULT_SLUG}
+
+
+def remember(tenant_id: int, slug: str) -> None:
+    _slugs[tenant_id] = slug
+
+
+def label(tenant_id: int | None = None) -> str:
+    """The metrics label of a tenant (the bound one by default): its slug, "-" for none."""
+    tenant_id = current() if tenant_id is None else tenant_id
+    if tenant_id is None:
+        return "-"
+    return _slugs.get(tenant_id, str(tenant_id))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import current_app
+from flask import current_app, g
 from psycopg_pool import ConnectionPool
 
 from service.platform import config as config_mod
@@ -27,3 +27,9 @@ class Services:
 
 def services() -> Services:
     return current_app.extensions["competence_bridge"]
+
+
+def time_zone() -> str:
+    """The time zone of the request's tenant (its day: grant dates, statuses, reports); the
+    tenant `default`'s is TIME_ZONE (docs/tenants.md)."""
+    return g.get("tenant_time_zone") or services().settings.time_zone

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from marshmallow import fields, validate
 
 from service.platform.api import Id, Strict, blueprint, errors, paged, paginate, transaction, window
 from service.platform.export import ExportQuery, exportable
-from service.platform.web import services
+from service.platform.web import time_zone
 from service.reports import reports
 
 OUTCOMES = ("granted", "already_held", "not_passed", "course_not_published", "revoked_before",
@@ -27,7 +28,7 @@ reports_blp = blueprint(
 
 
 def _today():
-    return datetime.now(services().settings.tz).date()
+    return datetime.now(ZoneInfo(time_zone())).date()
 
 
 class EmployeeResultsQuery(ExportQuery):

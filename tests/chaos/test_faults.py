@@ -2,6 +2,7 @@
 results and grants against what the simulator sent (docs/rules.md, rule 9)."""
 from __future__ import annotations
 
+import base64
 import os
 import random
 import subprocess
@@ -12,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
+from psycopg.rows import tuple_row
 
 from service.platform import db
 from service.catalog import competences
@@ -35,10 +37,22 @@ def reset(database_url: str) -> None:
         c.execute("TRUNCATE " + ", ".join(DOMAIN_TABLES) + " RESTART IDENTITY CASCADE")
 
 
-def seed(database_url: str, sim: Simulator, *, per_course: int = 2, clear_outbox: bool = True) -> dict:
-    """Employees of the simulated organisation, a tree, and links for every published course."""
+def _connect(database_url: str, tenant_id: int | None = None, **kwargs):
+    """The owner's connection (every tenant's rows), or the application role's bound to a
+    tenant (only its rows: docs/tenants.md)."""
+    if tenant_id is None:
+        return psycopg.connect(database_url, **kwargs)
+    return db.tenant_connection(database_url, tenant_id, row_factory=tuple_row, **kwargs)
+
+
+def seed(database_url: str, sim: Simulator, *, per_course: int = 2, clear_outbox: bool = True,
+         tenant_id: int | None = None) -> dict:
+    """Employees of the simulated organisation, a tree, and links for every published course
+    (in the tenant `default`, or in `tenant_id`)."""
     links = {}
-    with db.connect(database_url) as conn, conn.transaction():
+    connected = (db.connect(database_url) if tenant_id is None
+                 else db.tenant_connection(database_url, tenant_id))
+    with connected as conn, conn.transaction():
         people_employees.create_employees(conn, [{"email": e.email} for e in sim.data.employees], actor="chaos", tz=TZ)
         main = competences.create_competence(conn, {"name": "Vård", "kind": "main_group"}, actor="chaos")
         group = competences.create_competence(conn, {"name": "Akut", "kind": "group", "parent_id": main["id"]}, actor="chaos")
@@ -55,7 +69,7 @@ def seed(database_url: str, sim: Simulator, *, per_course: int = 2, clear_outbox
     return links
 
 
-def check_grants(sim: Simulator, links: dict, database_url: str) -> dict:
+def check_grants(sim: Simulator, links: dict, database_url: str, tenant_id: int | None = None) -> dict:
     """The grants against the simulator's passes (docs/rules.md, rule 3), for any arrival order.
 
     Returns counts: `pairs` (employee and competence) granted, `extra` grants (a pair nobody
@@ -66,7 +80,7 @@ def check_grants(sim: Simulator, links: dict, database_url: str) -> dict:
     would overlap none: it should have granted). Grants follow arrival, so which pass starts a
     period may differ between runs; these hold for every order.
     """
-    with psycopg.connect(database_url) as c:
+    with _connect(database_url, tenant_id) as c:
         rules = {k: (days, window) for k, days, window in c.execute(
             "SELECT id, default_valid_days, renewal_window_days FROM competences").fetchall()}
         grants = c.execute("SELECT e.email_normalized, g.competence_id, g.valid_from, g.valid_to, g.result_id"
@@ -123,21 +137,30 @@ def run_traffic(sim: Simulator, total: int, rate: float, during=None) -> None:
         sim.stop_traffic()
 
 
-def settle_and_count(name: str, sim: Simulator, stack, database_url: str, links: dict, **notes) -> dict:
-    """Wait until the sender is done and the worker caught up; count and record."""
+def settle_and_count(name: str, sim: Simulator, stack, database_url: str, links: dict, *,
+                     tenant_id: int | None = None, **notes) -> dict:
+    """Wait until the sender is done and the worker caught up; count and record (of one tenant
+    when `tenant_id`: its rows only, and `crossed` counts its results that are not its own)."""
     assert sim.drain_webhooks(timeout=600), "the simulator could not deliver every webhook"
     sent = generated(sim)
-    wait_for(lambda: count(database_url, "SELECT count(*) FROM webhook_receipts") >= sent,
-             timeout=600, interval=0.5, message=f"{sent} webhooks processed")
+
+    def processed_now() -> int:
+        with _connect(database_url, tenant_id, connect_timeout=3) as c:
+            return c.execute("SELECT count(*) FROM webhook_receipts").fetchone()[0]
+
+    wait_for(lambda: processed_now() >= sent, timeout=600, interval=0.5,
+             message=f"{sent} webhooks processed")
     time.sleep(1.0)  # anything processed twice would show now
     sender = sim.sender
     result_ids = {r["resultId"] for r in sim.data.all_results()}
-    with psycopg.connect(database_url) as c:
+    own = {(r["resultId"], normalize_email(r["user"]["email"])) for r in sim.data.all_results()}
+    with _connect(database_url, tenant_id) as c:
         stored = {row[0] for row in c.execute("SELECT id FROM results").fetchall()}
+        pairs = {(row[0], row[1]) for row in c.execute("SELECT id, email_normalized FROM results")}
         rows = c.execute("SELECT count(*) FROM results").fetchone()[0]
         dead = c.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
         processed = c.execute("SELECT count(*) FROM webhook_receipts").fetchone()[0]
-    checked = check_grants(sim, links, database_url)
+    checked = check_grants(sim, links, database_url, tenant_id)
     answers = dict(sender.answers)
     figures = {
         "events sent": sent,
@@ -146,6 +169,7 @@ def settle_and_count(name: str, sim: Simulator, stack, database_url: str, links:
         "processed": processed,
         "lost": len(result_ids - stored),
         "duplicated": (rows - len(stored)) + checked["extra"],
+        "crossed": len(pairs - own),
         "5xx": sum(n for status, n in answers.items() if status >= 500 and status != 503),
         "dead-lettered": dead,
         "grants": checked["grants"],
@@ -157,16 +181,20 @@ def settle_and_count(name: str, sim: Simulator, stack, database_url: str, links:
     assert sender.given_up == 0, figures
     assert figures["answered 202"] == sent, figures  # every webhook ended with a 202, once
     assert processed == sent and figures["lost"] == 0 and figures["duplicated"] == 0, figures
+    assert figures["crossed"] == 0, figures
     assert figures["5xx"] == 0 and dead == 0 and checked["missing"] == 0 and checked["pairs"], figures
     return figures
 
 
 def make_sim(stack_url: str, *, seed: int, employees: int = 1500, courses: int = 4,
-             results_per_course: int = 0, concurrency: int = 8) -> Simulator:
+             results_per_course: int = 0, concurrency: int = 8, tenant: str | None = None,
+             secret: str = SECRET) -> Simulator:
+    """A simulated InfoCaption sending to the tenant `default`'s URL, or to `tenant`'s."""
     data = generate(seed, courses=courses, results_per_course=results_per_course, employees=employees)
     for course in list(data.courses.values())[:courses]:
         course.published = True  # every course in play is published
-    return Simulator(data, webhook_url=f"{stack_url}/webhooks/infocaption", webhook_secret=SECRET,
+    path = "/webhooks/infocaption" + (f"/{tenant}" if tenant else "")
+    return Simulator(data, webhook_url=stack_url + path, webhook_secret=secret,
                      retry_schedule=SENDER_RETRIES, sender_concurrency=concurrency).start()
 
 
@@ -205,6 +233,70 @@ def kill_worker_ten_times(name: str, s, database_url: str, seed_no: int, **notes
         sim.stop()
     assert len(kills) == 10
     return figures
+
+
+SECOND = "kommun-b"
+SECOND_SECRET = "whsec_" + base64.b64encode(b"the second tenant's chaos secret").decode()
+
+
+def two_tenants_worker_killed(name: str, s, database_url: str, seed_no: int) -> list[dict]:
+    """Two tenants whose simulators use the same course ids and the same emails, 10,000
+    events each at 200/s at once, while the worker is SIGKILLed ten times: per tenant 0 lost,
+    0 duplicated, 0 crossed (each tenant's results are its own sender's only)."""
+    from types import SimpleNamespace
+
+    from cryptography.fernet import Fernet
+
+    from service.tenants import tenants
+
+    key = Fernet.generate_key().decode()
+    s.env["ENCRYPTION_KEY"] = key
+    with db.connect(database_url, autocommit=True) as owner:
+        owner.execute("DELETE FROM tenants WHERE id <> 1")
+        second = tenants.create(owner, SimpleNamespace(encryption_keys=(key,)), slug=SECOND,
+                                name="Kommun B", infocaption_base_url="http://127.0.0.1:9",
+                                client_id="b", secrets={"client_secret": "b",
+                                                        "webhook_secrets": [SECOND_SECRET]})
+    # The same seed for the data: the same course ids and the same emails in both tenants.
+    sims = {1: make_sim(s.url, seed=seed_no), second: make_sim(s.url, seed=seed_no, tenant=SECOND,
+                                                                secret=SECOND_SECRET)}
+    s.env["INFOCAPTION_BASE_URL"] = sims[1].url
+    links = {t: seed(database_url, sim, tenant_id=None if t == 1 else t) for t, sim in sims.items()}
+    s.start("web")
+    s.start("worker", "--queue", "events")
+    rng = random.Random(seed_no)
+    kills, next_kill = [], [rng.uniform(1.0, 3.0)]
+    try:
+        for t, sim in sims.items():
+            sim.start_traffic(200, pass_share=0.85, unmatched_share=0.1, seed=seed_no + t)
+        started = time.monotonic()
+        while any(generated(sim) < 10_000 for sim in sims.values()) or len(kills) < 10:
+            for sim in sims.values():
+                if generated(sim) >= 10_000:
+                    sim.stop_traffic()
+            elapsed = time.monotonic() - started
+            if len(kills) < 10 and elapsed >= next_kill[0]:
+                s.kill("worker")
+                kills.append(round(elapsed, 1))
+                s.start("worker", "--queue", "events")
+                next_kill[0] = elapsed + rng.uniform(1.5, 4.0)
+            time.sleep(0.05)
+        for sim in sims.values():
+            sim.stop_traffic()
+        figures = [settle_and_count(f"{name}: tenant {'default' if t == 1 else SECOND}", sim, s,
+                                    database_url, links[t], tenant_id=t, kills=len(kills))
+                   for t, sim in sims.items()]
+    finally:
+        for sim in sims.values():
+            sim.stop()
+    assert len(kills) == 10
+    return figures
+
+
+def test_two_tenants_at_once_while_the_worker_is_sigkilled_ten_times(settings, stack, database_url):
+    reset(database_url)
+    two_tenants_worker_killed("two tenants, worker SIGKILL ×10 during 2 × 10,000 events",
+                              stack(WEB_CONCURRENCY=2, BATCH_SIZE=200), database_url, 12)
 
 
 def test_worker_sigkilled_ten_times_during_20000_events(settings, stack, database_url):

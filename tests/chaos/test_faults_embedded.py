@@ -8,7 +8,7 @@ import time
 
 from tests.chaos.conftest import count, record
 from tests.chaos.test_faults import (generated, kill_worker_ten_times, make_sim, run_traffic, seed,
-                                    settle_and_count)
+                                    settle_and_count, two_tenants_worker_killed)
 
 DEPTH = "SELECT count(*) FROM queue_messages"
 
@@ -25,6 +25,13 @@ def test_embedded_worker_sigkilled_ten_times_during_20000_events(embedded):
     depth = count(url, DEPTH)
     record(name, **dict(figures, notes=f"{figures['notes']}; queue depth after the drain {depth}"))
     assert depth == 0, figures
+
+
+def test_embedded_two_tenants_at_once_while_the_worker_is_sigkilled_ten_times(embedded):
+    make, url = embedded
+    name = "embedded: two tenants, worker SIGKILL ×10 during 2 × 10,000 events"
+    two_tenants_worker_killed(name, make(WEB_CONCURRENCY=2, BATCH_SIZE=200), url, 23)
+    assert count(url, DEPTH) == 0
 
 
 def test_embedded_web_sigkilled_during_20000_events_then_everything_restarted(embedded):

@@ -103,9 +103,9 @@ def test_procfile_processes_turn_a_webhook_into_a_grant(conn, procfile_env, tmp_
 
         # /metrics of gunicorn's workers, summed: exactly the four webhooks, whichever took them.
         samples = scrape(base)
-        assert value(samples, "cb_webhooks_total", outcome="accepted", type="course.completed") == 4
-        assert value(samples, "cb_results", status="granted") == 4
-        assert value(samples, "cb_grants", source="webhook") == 1
+        assert value(samples, "cb_webhooks_total", tenant="default", outcome="accepted", type="course.completed") == 4
+        assert value(samples, "cb_results", tenant="default", status="granted") == 4
+        assert value(samples, "cb_grants", tenant="default", source="webhook") == 1
     finally:
         os.killpg(honcho.pid, signal.SIGTERM)
         try:

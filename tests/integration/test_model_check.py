@@ -19,8 +19,11 @@ pytestmark = pytest.mark.integration
 TZ = "Europe/Stockholm"
 
 
-def run_model_check(conn, n: int, seed: int) -> dict:
+def run_model_check(conn, n: int, seed: int, competence_offset: int = 0) -> dict:
+    """Drive `conn`'s tenant with the stream and compare; the service's competence ids are the
+    stream's plus `competence_offset` (ids are the deployment's, two tenants need their own)."""
     model = Model()
+    off = competence_offset
     link_ids: dict[tuple[int, int], int] = {}
     counts = {"events": 0, "batches": 0, "employees": 0, "links": 0, "unlinks": 0, "competences_deleted": 0}
     for kind, data in stream(seed, n):
@@ -31,14 +34,14 @@ def run_model_check(conn, n: int, seed: int) -> dict:
                 for k, (days, window) in data["competences"].items():
                     conn.execute(
                         "INSERT INTO competences (id, parent_id, name, kind, default_valid_days, renewal_window_days)"
-                        " VALUES (%s, %s, %s, 'competence', %s, %s)", (k, group, f"K{k}", days, window))
+                        " VALUES (%s, %s, %s, 'competence', %s, %s)", (k + off, group, f"K{k}", days, window))
                     model.competences[k] = (days, window)
                 for c in data["courses"]:
                     conn.execute("INSERT INTO courses (id, name, guide_type) VALUES (%s, 'Kurs', 14)", (c,))
                 people_employees.create_employees(conn, [{"email": e} for e in data["employees"]], actor="model", tz=TZ)
                 model.employees.update(normalize_email(e) for e in data["employees"])
                 for c, k in data["links"]:
-                    link_ids[(c, k)] = catalog_links.create_link(conn, c, k, actor="model")["id"]
+                    link_ids[(c, k)] = catalog_links.create_link(conn, c, k + off, actor="model")["id"]
                     model.links.add((c, k))
             elif kind == "results":
                 pipeline.process_events(conn, data, tz=TZ)
@@ -50,7 +53,7 @@ def run_model_check(conn, n: int, seed: int) -> dict:
                 model.employee_created(data)
                 counts["employees"] += 1
             elif kind == "link":
-                link_ids[data] = catalog_links.create_link(conn, *data, actor="model")["id"]
+                link_ids[data] = catalog_links.create_link(conn, data[0], data[1] + off, actor="model")["id"]
                 # what the backfill does with the results already stored for the course
                 ids = [r["id"] for r in conn.execute("SELECT id FROM results WHERE course_id = %s", (data[0],)).fetchall()]
                 pipeline.evaluate_results(conn, ids, source="backfill", tz=TZ)
@@ -61,7 +64,7 @@ def run_model_check(conn, n: int, seed: int) -> dict:
                 model.link_deleted(*data)
                 counts["unlinks"] += 1
             elif kind == "delete_competence":
-                catalog_competences.delete_competence(conn, data, actor="model")
+                catalog_competences.delete_competence(conn, data + off, actor="model")
                 link_ids = {p: i for p, i in link_ids.items() if p[1] != data}
                 model.competence_deleted(data)
                 counts["competences_deleted"] += 1
@@ -69,7 +72,7 @@ def run_model_check(conn, n: int, seed: int) -> dict:
     for r in conn.execute(
             "SELECT e.email_normalized, g.competence_id, g.valid_from, g.valid_to, g.result_id"
             " FROM grants g JOIN employees e ON e.id = g.employee_id ORDER BY g.valid_from").fetchall():
-        service.setdefault((r["email_normalized"], r["competence_id"]), []).append(
+        service.setdefault((r["email_normalized"], r["competence_id"] - off), []).append(
             (r["valid_from"], r["valid_to"], r["result_id"]))
     periods = sum(len(p) for p in service.values())
     unmatched = {r["id"] for r in conn.execute("SELECT id FROM results WHERE status = 'unmatched'").fetchall()}

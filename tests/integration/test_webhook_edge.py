@@ -152,7 +152,7 @@ def test_unsigned_requests_are_all_counted_and_only_a_sample_kept(app, conn):
     now = [0.0]
     app.extensions[SAMPLE_KEY] = UnsignedSample(per_minute=3, clock=lambda: now[0])
     client = app.test_client()
-    counted = WEBHOOKS.labels(outcome="rejected_401", type="-")
+    counted = WEBHOOKS.labels(outcome="rejected_401", type="-", tenant="default")
     before = counted._value.get()
     for _ in range(8):
         assert client.post(URL, data="{}", headers={"webhook-id": "x"}).status_code == 401

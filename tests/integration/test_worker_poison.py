@@ -138,7 +138,7 @@ def test_the_one_by_one_fallback_counts_every_event_it_applied(conn, settings, p
     from prometheus_client import REGISTRY
 
     def created() -> float:
-        return REGISTRY.get_sample_value("cb_grants_created_total", {"source": "webhook"}) or 0.0
+        return REGISTRY.get_sample_value("cb_grants_created_total", {"source": "webhook", "tenant": "default"}) or 0.0
 
     seed_links(conn)  # two competences linked to the course
     for i in range(5):

@@ -32,13 +32,21 @@ def test_route_table_has_every_section_5_resource(app):
         assert f"/api/v1/{path}" in urls
 
 
-def test_every_route_needs_a_token_and_its_permission(app, client, make_token):
-    every = make_token("every", BOTH)
+def test_every_route_needs_a_token_and_its_permission(app, client, make_token, conn):
+    every_tenant = make_token("every", BOTH)
+    platform = tokens.create(conn, "platform", [], platform=True)  # docs/tenants.md
     checked = 0
     for method, url, endpoint in calls(app):
         needed = auth.permission_for(endpoint)  # KeyError: a route without a declared permission
-        assert needed in tokens.PERMISSIONS
-        lacking = make_token(f"lacks-{checked}", [p for p in BOTH if p != needed])
+        assert needed in (*tokens.PERMISSIONS, tokens.PLATFORM)
+        if needed == tokens.PLATFORM:  # only a platform token, never a tenant's
+            every, lacking = platform, every_tenant
+        else:  # a tenant's token with the permission; the platform token never
+            every = every_tenant
+            lacking = make_token(f"lacks-{checked}", [p for p in BOTH if p != needed])
+            assert client.open(url, method=method, headers={"Authorization": f"Bearer {platform}"},
+                               **({"json": {}} if method in ("POST", "PATCH", "DELETE") else {})
+                               ).status_code == 403, (method, url)
         body = {"json": {}} if method in ("POST", "PATCH", "DELETE") else {}
 
         anonymous = client.open(url, method=method, **body)

@@ -72,7 +72,8 @@ def test_the_scheduler_prunes_after_rejected_retention_days(conn, settings, data
     scheduler = Scheduler(dataclasses.replace(settings, rejected_retention_days=7), database_url)
     try:
         [job] = [j for j in scheduler.jobs if j.name == "prune_rejected_webhooks"]
-        job.run()
+        assert job.per_tenant
+        job.run(scheduler.tenants.get("default"))
     finally:
         scheduler.pool.close()
         scheduler.publisher.close()

@@ -78,7 +78,7 @@ def add_link(conn, course, *, valid_days: int | None = 730, name: str = "HLR vux
              window: int | None = None) -> dict:
     """A competence linked to a course (as the admin API does: link + outbox row)."""
     conn.execute(
-        "INSERT INTO courses (id, name, guide_type) VALUES (%s, %s, %s) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO courses (id, name, guide_type) VALUES (%s, %s, %s) ON CONFLICT (tenant_id, id) DO NOTHING",
         (course.id, course.name, course.guide_type))
     main = conn.execute(
         "INSERT INTO competences (name, kind) VALUES ('Vård', 'main_group') RETURNING id").fetchone()["id"]

@@ -12,7 +12,7 @@ import pytest
 from service.demo.simulator import generate
 from service.platform import messaging
 from service.platform.messaging import Publisher
-from tests.conftest import wait_for
+from tests.conftest import in_tenant, wait_for
 from tests.integration.infocaption.conftest import (
     add_link, add_staff, counters, expected_counters, expected_grants, link_row, periods_of,
     settings_for)
@@ -70,10 +70,10 @@ def test_two_runners_share_a_run_and_store_every_page_once(conn, settings, pool,
         rows[name] = backfill.run(link["id"])
         stored_by[name] = set(client.threads)
 
-    a = threading.Thread(target=runner, args=("a", a_client))
+    a = threading.Thread(target=in_tenant(runner), args=("a", a_client))
     a.start()
     wait_for(lambda: link_row(conn, link["id"])["backfill_state"] == "running", message="A began")
-    b = threading.Thread(target=runner, args=("b", b_client))
+    b = threading.Thread(target=in_tenant(runner), args=("b", b_client))
     b.start()
     a.join(120)
     b.join(120)
@@ -106,7 +106,7 @@ def test_two_runners_that_begin_the_same_run_at_once_end_in_one_run(conn, settin
         client.before[1] = both_read_the_total.wait  # both see the link pending, then begin
         rows[name] = Backfill(s, pool, client, page_size=100, unit_pages=2).run(link["id"])
 
-    threads = [threading.Thread(target=runner, args=(n,)) for n in "ab"]
+    threads = [threading.Thread(target=in_tenant(runner), args=(n,)) for n in "ab"]
     for t in threads:
         t.start()
     for t in threads:

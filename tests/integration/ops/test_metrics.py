@@ -47,41 +47,41 @@ def test_known_traffic_gives_exact_counters_and_state_gauges(conn, client, run_w
         counted = sum(delta(now, before, "cb_events_processed_total", outcome=o)
                       for o in ("granted", "unmatched", "not_passed", "duplicate"))
         return _decided(conn, 4) and counted >= 5 and \
-            delta(now, before, "cb_grants_created_total", source="webhook") >= 2 and now
+            delta(now, before, "cb_grants_created_total", tenant="default", source="webhook") >= 2 and now
 
     after = wait_for(settled, message="five events counted")
 
     # Counters of the ingest (web) and of the worker: exactly the traffic above.
-    assert delta(after, before, "cb_webhooks_total", outcome="accepted", type="course.completed") == 5
-    assert delta(after, before, "cb_webhooks_total", outcome="ignored", type="unknown") == 1
-    assert delta(after, before, "cb_webhooks_total", outcome="rejected_401", type="-") == 1
+    assert delta(after, before, "cb_webhooks_total", tenant="default", outcome="accepted", type="course.completed") == 5
+    assert delta(after, before, "cb_webhooks_total", tenant="default", outcome="ignored", type="unknown") == 1
+    assert delta(after, before, "cb_webhooks_total", tenant="default", outcome="rejected_401", type="-") == 1
     assert delta(after, before, "cb_events_processed_total", outcome="granted") == 2
     assert delta(after, before, "cb_events_processed_total", outcome="unmatched") == 1
     assert delta(after, before, "cb_events_processed_total", outcome="not_passed") == 1
-    assert delta(after, before, "cb_grants_created_total", source="webhook") == 2
-    assert delta(after, before, "cb_processing_lag_seconds_count") == 5
+    assert delta(after, before, "cb_grants_created_total", tenant="default", source="webhook") == 2
+    assert delta(after, before, "cb_processing_lag_seconds_count", tenant="default") == 5
     assert delta(after, before, "cb_dead_letters_total", queue="events") == 0
-    lag_le_5m = delta(after, before, "cb_processing_lag_seconds_bucket", le="300.0")
+    lag_le_5m = delta(after, before, "cb_processing_lag_seconds_bucket", tenant="default", le="300.0")
     assert lag_le_5m == 5  # every event committed within five minutes of its webhook
 
     # State gauges, read from PostgreSQL and RabbitMQ at scrape time.
     events, backfill, dead = (f"{settings.queue_prefix}.{k}" for k in ("events", "backfill", "dead"))
     assert value(after, "cb_dependency_up", dependency="database") == 1
     assert value(after, "cb_dependency_up", dependency="broker") == 1
-    assert {s: value(after, "cb_results", status=s) for s in
+    assert {s: value(after, "cb_results", tenant="default", status=s) for s in
             ("granted", "unmatched", "failed", "received", "no_link", "course_not_published")} == {
         "granted": 2, "unmatched": 1, "failed": 1, "received": 0, "no_link": 0, "course_not_published": 0}
-    assert value(after, "cb_grants", source="webhook") == 2
-    assert value(after, "cb_grants", source="backfill") == 0
-    assert value(after, "cb_unmatched_results") == 1
-    assert value(after, "cb_unmatched_emails") == 1
-    assert value(after, "cb_dead_letters_pending", queue=events) == 0
+    assert value(after, "cb_grants", tenant="default", source="webhook") == 2
+    assert value(after, "cb_grants", tenant="default", source="backfill") == 0
+    assert value(after, "cb_unmatched_results", tenant="default") == 1
+    assert value(after, "cb_unmatched_emails", tenant="default") == 1
+    assert value(after, "cb_dead_letters_pending", tenant="default", queue=events) == 0
     assert value(after, "cb_queue_messages", queue=events) == 0
     assert value(after, "cb_queue_consumers", queue=events) == 1  # the one worker
     assert value(after, "cb_queue_consumers", queue=backfill) == 0
     assert value(after, "cb_queue_messages", queue=dead) == 0
-    assert value(after, "cb_backfill_links", state="pending") == 1
-    assert value(after, "cb_backfill_links", state="running") == 0
+    assert value(after, "cb_backfill_links", tenant="default", state="pending") == 1
+    assert value(after, "cb_backfill_links", tenant="default", state="running") == 0
     ratios = {dict(lbl)["link_id"]: v for (name, lbl), v in after.items() if name == "cb_backfill_progress_ratio"}
     assert ratios == {str(link): 0.0}  # the link's backfill has not counted anything yet
 
@@ -95,10 +95,10 @@ def test_queue_depth_and_consumers_follow_the_broker(conn, client, run_worker, s
     queued = wait_for(lambda: (s := scrape(client)) and value(s, "cb_queue_messages", queue=events) == 3 and s,
                       message="three messages queued")
     assert value(queued, "cb_queue_consumers", queue=events) == 0
-    assert value(queued, "cb_results", status="unmatched") == 0
+    assert value(queued, "cb_results", tenant="default", status="unmatched") == 0
 
     run_worker()
-    drained = wait_for(lambda: (s := scrape(client)) and value(s, "cb_results", status="unmatched") == 3 and s,
+    drained = wait_for(lambda: (s := scrape(client)) and value(s, "cb_results", tenant="default", status="unmatched") == 3 and s,
                        message="three results stored")
     assert value(drained, "cb_queue_messages", queue=events) == 0
     assert value(drained, "cb_queue_consumers", queue=events) == 1
@@ -121,23 +121,23 @@ def test_dead_letters_and_backfill_progress(conn, client, run_worker, settings):
     finally:
         publisher.close()
     events = f"{settings.queue_prefix}.events"
-    wait_for(lambda: value(scrape(client), "cb_dead_letters_pending", queue=events) == 1,
+    wait_for(lambda: value(scrape(client), "cb_dead_letters_pending", tenant="default", queue=events) == 1,
              message="the poison event dead-lettered")
     # A scrape renders the counters before it reads the database: read again for both to agree.
     after = scrape(client)
-    assert value(after, "cb_dead_letters_pending", queue=events) == 1
+    assert value(after, "cb_dead_letters_pending", tenant="default", queue=events) == 1
     assert delta(after, before, "cb_dead_letters_total", queue="events") == 1
-    assert value(after, "cb_results", status="received") == 0
+    assert value(after, "cb_results", tenant="default", status="received") == 0
 
     labels = dict(link_id=str(link), course_id="4711", competence_id=str(comp))
-    assert {k: value(after, "cb_backfill_results", count=k, **labels)
+    assert {k: value(after, "cb_backfill_results", tenant="default", count=k, **labels)
             for k in ("total", "processed", "granted", "already_held", "not_passed", "unmatched",
                       "errors")} == {
         "total": 10, "processed": 4, "granted": 1, "already_held": 1, "not_passed": 1,
         "unmatched": 1, "errors": 0}
-    assert value(after, "cb_backfill_progress_ratio", **labels) == pytest.approx(0.4)
-    assert value(after, "cb_backfill_links", state="running") == 1
-    assert value(after, "cb_backfill_links", state="done") == 1
+    assert value(after, "cb_backfill_progress_ratio", tenant="default", **labels) == pytest.approx(0.4)
+    assert value(after, "cb_backfill_links", tenant="default", state="running") == 1
+    assert value(after, "cb_backfill_links", tenant="default", state="done") == 1
     # A finished backfill leaves the per-link series (bounded cardinality).
     assert not [lbl for (name, lbl) in after if name == "cb_backfill_results"
                 and dict(lbl)["link_id"] == str(done_link)]
@@ -157,10 +157,10 @@ def test_worker_counters_on_the_worker_metrics_port(conn, client, run_worker):
         before = read()
         run_worker()
         assert post(client, completed_event("r-w", "anna.andersson@kommun.se")).status_code == 202
-        after = wait_for(lambda: (s := read()) and delta(s, before, "cb_grants_created_total", source="webhook") == 1 and s,
+        after = wait_for(lambda: (s := read()) and delta(s, before, "cb_grants_created_total", tenant="default", source="webhook") == 1 and s,
                          message="the grant counted on the worker port")
         assert delta(after, before, "cb_events_processed_total", outcome="granted") == 1
-        assert delta(after, before, "cb_processing_lag_seconds_count") == 1
+        assert delta(after, before, "cb_processing_lag_seconds_count", tenant="default") == 1
     finally:
         server.shutdown()
         server.server_close()

@@ -26,8 +26,8 @@ def test_counters_of_every_worker_process_are_summed(tmp_path):
         pids.append(int(run(
             "import os\n"
             "from service.platform.metrics import WEBHOOKS, LAG\n"
-            f"WEBHOOKS.labels(outcome='accepted', type='course.completed').inc({n})\n"
-            "LAG.observe(0.2)\n"
+            f"WEBHOOKS.labels(outcome='accepted', type='course.completed', tenant='default').inc({n})\n"
+            "LAG.labels('default').observe(0.2)\n"
             "print(os.getpid())\n", env)))
     run("import sys\n"
         "from service.platform import gunicorn_conf\n"
@@ -39,10 +39,11 @@ def test_counters_of_every_worker_process_are_summed(tmp_path):
                "from service.ops.health import render_metrics\n"
                "sys.stdout.write(render_metrics().decode())\n", env)
     samples = parse(text)
-    assert value(samples, "cb_webhooks_total", outcome="accepted", type="course.completed") == 5
-    assert value(samples, "cb_processing_lag_seconds_count") == 2
-    assert value(samples, "cb_processing_lag_seconds_bucket", le="0.25") == 2
-    assert value(samples, "cb_processing_lag_seconds_bucket", le="0.1") == 0
+    assert value(samples, "cb_webhooks_total", tenant="default", outcome="accepted",
+                 type="course.completed") == 5
+    assert value(samples, "cb_processing_lag_seconds_count", tenant="default") == 2
+    assert value(samples, "cb_processing_lag_seconds_bucket", tenant="default", le="0.25") == 2
+    assert value(samples, "cb_processing_lag_seconds_bucket", tenant="default", le="0.1") == 0
 
 
 def test_gunicorn_config_makes_a_fresh_directory_and_forgets_a_previous_run(tmp_path):

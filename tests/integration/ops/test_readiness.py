@@ -81,7 +81,7 @@ def test_readyz_follows_the_database(proxied):
     samples = scrape(client)
     assert value(samples, "cb_dependency_up", dependency="database") == 0
     assert value(samples, "cb_dependency_up", dependency="broker") == 1
-    assert value(samples, "cb_results", status="granted") is None
+    assert value(samples, "cb_results", tenant="default", status="granted") is None
 
     pg.restore()
     status, body = ready(client)

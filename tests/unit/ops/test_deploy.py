@@ -206,10 +206,10 @@ def exposed_metric_names(monkeypatch) -> set[str]:
             return nullcontext(None)
 
     monkeypatch.setattr(state, "queue_stats", lambda s, u, t: [QueueStat("events", f"{PREFIX}.events", 0, 0)])
-    monkeypatch.setattr(state, "database_state", lambda conn, timeout_s: DatabaseState(
+    monkeypatch.setattr(StateCollector, "_tenant_states", lambda self: {"default": DatabaseState(
         backfills=[{"id": 1, "course_id": 2, "competence_id": 3, "total": 1, "processed": 0,
                     "granted": 0, "already_held": 0, "not_passed": 0, "unmatched": 0,
-                    "errors": 0}]))
+                    "errors": 0}])})
     from service.platform import config
 
     for family in StateCollector(config.load({"DEMO": "1"}), Pool()).collect():
