@@ -170,7 +170,7 @@ def pytest_sessionfinish(session, exitstatus):
     scenarios.update(FIGURES)
     store.write_text(json.dumps({"run_at": stamp, "scenarios": scenarios}, indent=2) + "\n")
     columns = ["events sent", "answered 202", "answered 503", "processed", "lost", "duplicated",
-               "5xx", "unauthorised 2xx", "dead-lettered", "grants", "notes"]
+               "crossed", "5xx", "unauthorised 2xx", "dead-lettered", "grants", "notes"]
     lines = ["| scenario | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, f in scenarios.items():
         lines.append(f"| {name} | " + " | ".join(str(f.get(c, "–")) for c in columns) + " |")
