@@ -204,3 +204,29 @@ def test_an_unroutable_pack_fails_every_caller_in_it(settings):
         t.join()
     publisher.close()
     assert len(errors) == 8 and all("not routable" in e for e in errors)
+
+
+def test_packed_events_of_two_tenants_never_share_a_message(settings):
+    """A packed message is one tenant's (docs/tenants.md, "Webhooks"): the worker's
+    transaction for it is bound to that tenant."""
+    publisher = Publisher(settings)
+    errors = []
+
+    def send(start: int) -> None:
+        for i in range(start, start + 25):
+            try:
+                publisher.publish({"n": i, "tenant": 1 + i % 2}, pack=True, pack_with=1 + i % 2)
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(k * 25,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    publisher.close()
+    assert errors == []
+    bodies = [messaging.unpack(body) for body, _ in drain(settings)]
+    assert sorted(e["n"] for events in bodies for e in events) == list(range(400))
+    assert all(len({e["tenant"] for e in events}) == 1 for events in bodies)
+    assert any(len(events) > 1 for events in bodies)  # packing did happen
