@@ -136,6 +136,18 @@ def delete_queues(s: config_mod.Settings) -> None:
                 channel = broker.channel()
 
 
+@pytest.fixture
+def scratch_url(database_url):
+    """An empty database of its own (no migration applied), dropped afterwards: for tests of
+    migrations on data of an earlier schema."""
+    name = f"cb_scratch_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(autouse=True)
 def default_tenant():
     """A test's own thread acts in the tenant `default`, as a single-organisation deployment

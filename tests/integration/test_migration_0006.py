@@ -3,26 +3,15 @@
 processed stays their sum."""
 from __future__ import annotations
 
-import uuid
 
 import psycopg
 import pytest
 from psycopg.rows import dict_row
 
 from service.platform.migrate import available
-from tests.conftest import ADMIN_URL
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture
-def scratch_url():
-    name = f"cb_test_m6_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_old_counters_map_to_the_contract_words_and_keep_their_sum(scratch_url):

@@ -3,7 +3,6 @@ renewal_window_days, revocations become revoked grant rows under the grant's own
 grant step of the new schema works on the migrated data."""
 from __future__ import annotations
 
-import uuid
 from datetime import date
 
 import psycopg
@@ -12,19 +11,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from service.platform.migrate import available
-from tests.conftest import ADMIN_URL
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture
-def scratch_url():
-    name = f"cb_test_m9_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_renewal_and_revocations_move_to_the_new_columns(scratch_url):

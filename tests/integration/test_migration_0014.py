@@ -2,7 +2,6 @@
 tenant `default`'s, and the grant step works on it as the application role."""
 from __future__ import annotations
 
-import uuid
 
 import psycopg
 import pytest
@@ -11,19 +10,9 @@ from psycopg.rows import dict_row
 from service.grants import pipeline
 from service.platform import db
 from service.platform.migrate import available
-from tests.conftest import ADMIN_URL
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture
-def scratch_url():
-    name = f"cb_test_m14_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_existing_data_becomes_the_default_tenants(scratch_url):

@@ -4,14 +4,11 @@ checksum of a released migration still migrate."""
 from __future__ import annotations
 
 import dataclasses
-import uuid
 
-import psycopg
 import pytest
 
 from service.platform import db
 from service.platform import migrate as migrations
-from tests.conftest import ADMIN_URL
 
 pytestmark = pytest.mark.integration
 
@@ -25,18 +22,9 @@ def test_comments_do_not_count_and_statements_do():
     assert changed.checksum != m.checksum and quoted.checksum != m.checksum
 
 
-@pytest.fixture
-def fresh_url():
-    name = f"cb_checksums_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-
-def test_a_database_migrated_before_keeps_migrating_and_a_changed_statement_is_refused(fresh_url):
-    with db.connect(fresh_url, autocommit=True) as conn:
+def test_a_database_migrated_before_keeps_migrating_and_a_changed_statement_is_refused(scratch_url):
+    with db.connect(scratch_url, autocommit=True) as conn:
         migrations.migrate(conn)
         released = migrations.RELEASED_TEXT_CHECKSUMS[1][0]
         conn.execute("UPDATE schema_migrations SET checksum = %s WHERE version = 1", (released,))

@@ -43,24 +43,9 @@ def test_a_publish_returns_once_its_own_message_is_on_the_queue(settings):
 
 
 def test_concurrent_threads_publish_whole_messages_exactly_once(settings):
-    publisher = Publisher(settings)
-    errors = []
     padding = "x" * 20_000  # larger than a frame: interleaved frames would corrupt the bodies
-
-    def send(start: int) -> None:
-        for i in range(start, start + 25):
-            try:
-                publisher.publish({"n": i, "pad": padding}, headers={"webhook-id": f"w-{i}"})
-            except Exception as exc:  # noqa: BLE001 - collected and asserted below
-                errors.append(exc)
-
-    threads = [threading.Thread(target=send, args=(k * 25,)) for k in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    publisher.close()
-    assert errors == []
+    assert from_16_threads(settings, lambda publisher, i: publisher.publish(
+        {"n": i, "pad": padding}, headers={"webhook-id": f"w-{i}"})) == []
     messages = drain(settings)
     assert sorted(body["n"] for body, _ in messages) == list(range(400))
     assert all(body["pad"] == padding and headers["webhook-id"] == f"w-{body['n']}"
@@ -141,23 +126,7 @@ def consumers(settings) -> int:
 @pytest.mark.parametrize("pack_max", [Publisher.PACK_MAX, 3])
 def test_concurrent_packed_events_arrive_exactly_once_in_messages_of_at_most_pack_max(settings, monkeypatch, pack_max):
     monkeypatch.setattr(Publisher, "PACK_MAX", pack_max)  # 3: more wait than one message takes
-    publisher = Publisher(settings)
-    errors = []
-
-    def send(start: int) -> None:
-        for i in range(start, start + 25):
-            try:
-                publisher.publish({"n": i}, pack=True)
-            except Exception as exc:  # noqa: BLE001 - collected and asserted below
-                errors.append(exc)
-
-    threads = [threading.Thread(target=send, args=(k * 25,)) for k in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    publisher.close()
-    assert errors == []
+    assert from_16_threads(settings, lambda publisher, i: publisher.publish({"n": i}, pack=True)) == []
     bodies = [body for body, _ in drain(settings)]
     assert sorted(e["n"] for body in bodies for e in messaging.unpack(body)) == list(range(400))
     assert all(len(messaging.unpack(body)) <= pack_max for body in bodies)
@@ -209,14 +178,25 @@ def test_an_unroutable_pack_fails_every_caller_in_it(settings):
 def test_packed_events_of_two_tenants_never_share_a_message(settings):
     """A packed message is one tenant's (docs/tenants.md, "Webhooks"): the worker's
     transaction for it is bound to that tenant."""
+    assert from_16_threads(settings, lambda publisher, i: publisher.publish(
+        {"n": i, "tenant": 1 + i % 2}, pack=True, pack_with=1 + i % 2)) == []
+    bodies = [messaging.unpack(body) for body, _ in drain(settings)]
+    assert sorted(e["n"] for events in bodies for e in events) == list(range(400))
+    assert all(len({e["tenant"] for e in events}) == 1 for events in bodies)
+    assert any(len(events) > 1 for events in bodies)  # packing did happen
+
+
+def from_16_threads(settings, publish) -> list:
+    """Events 0 … 399 published by 16 threads at once, 25 each, through one publisher;
+    returns the errors."""
     publisher = Publisher(settings)
     errors = []
 
     def send(start: int) -> None:
         for i in range(start, start + 25):
             try:
-                publisher.publish({"n": i, "tenant": 1 + i % 2}, pack=True, pack_with=1 + i % 2)
-            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                publish(publisher, i)
+            except Exception as exc:  # noqa: BLE001 - collected and asserted by the caller
                 errors.append(exc)
 
     threads = [threading.Thread(target=send, args=(k * 25,)) for k in range(16)]
@@ -225,8 +205,4 @@ def test_packed_events_of_two_tenants_never_share_a_message(settings):
     for t in threads:
         t.join()
     publisher.close()
-    assert errors == []
-    bodies = [messaging.unpack(body) for body, _ in drain(settings)]
-    assert sorted(e["n"] for events in bodies for e in events) == list(range(400))
-    assert all(len({e["tenant"] for e in events}) == 1 for events in bodies)
-    assert any(len(events) > 1 for events in bodies)  # packing did happen
+    return errors

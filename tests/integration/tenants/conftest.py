@@ -16,17 +16,18 @@ KEY = Fernet.generate_key().decode()
 
 
 @pytest.fixture
-def tenant_settings(settings):
-    """The test's settings with an ENCRYPTION_KEY: tenants keep their secrets encrypted."""
+def settings(settings):
+    """The test's settings with an ENCRYPTION_KEY: tenants keep their secrets encrypted (the
+    app, the worker and the scheduler of these tests read them with it)."""
     return dataclasses.replace(settings, encryption_keys=(KEY,))
 
 
 @pytest.fixture
-def second_tenant(conn, tenant_settings, database_url):
+def second_tenant(conn, settings, database_url):
     """The tenant `kommun-b` (made by the owner, as `tenant create` does)."""
     with db.connect(database_url, autocommit=True) as owner:
-        tenant_id = tenants.create(owner, tenant_settings, slug=SECOND, name="Kommun B",
+        tenant_id = tenants.create(owner, settings, slug=SECOND, name="Kommun B",
                                    infocaption_base_url="http://127.0.0.1:9", client_id="b",
                                    secrets={"client_secret": "b-secret",
                                             "webhook_secrets": [SECOND_SECRET]})
-        return tenants.by_id(owner, tenant_settings, tenant_id)
+        return tenants.by_id(owner, settings, tenant_id)

@@ -15,7 +15,7 @@ from workers.scheduler import Scheduler
 pytestmark = pytest.mark.integration
 
 
-def test_a_hanging_tenant_holds_up_only_itself(conn, tenant_settings, database_url, second_tenant):
+def test_a_hanging_tenant_holds_up_only_itself(conn, settings, database_url, second_tenant):
     conn.execute("INSERT INTO tenants (slug, name, active) VALUES ('closed', 'Closed', false)")
     release = threading.Event()
     runs: list[tuple[str, int | None]] = []
@@ -30,7 +30,7 @@ def test_a_hanging_tenant_holds_up_only_itself(conn, tenant_settings, database_u
 
     with db.tenant_connection(database_url, second_tenant.id) as c:
         c.execute("INSERT INTO competences (name, kind) VALUES ('B', 'main_group')")
-    scheduler = Scheduler(tenant_settings, database_url,
+    scheduler = Scheduler(settings, database_url,
                           jobs=[Job("catalog", 0.0, per_tenant=True, run=refresh)])
     try:
         scheduler.run_due(wait=False)

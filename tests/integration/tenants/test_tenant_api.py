@@ -20,15 +20,6 @@ BOTH = [INTEGRATIONS, SETTINGS]
 
 
 @pytest.fixture
-def tenant_app(tenant_settings, pool):
-    from service.app import create_app
-
-    application = create_app(tenant_settings, pool=pool)
-    yield application
-    application.extensions["competence_bridge"].publisher.close()
-
-
-@pytest.fixture
 def two(conn, database_url, second_tenant):
     """The same course id and the same email in both tenants, each with a grant and a token."""
     made = {}
@@ -46,8 +37,8 @@ def two(conn, database_url, second_tenant):
     return made
 
 
-def test_each_token_sees_only_its_tenant_and_404_for_the_others_ids(tenant_app, two, conn):
-    client = tenant_app.test_client()
+def test_each_token_sees_only_its_tenant_and_404_for_the_others_ids(app, two, conn):
+    client = app.test_client()
     a, b = Api(client, two["default"]["token"]), Api(client, two[SECOND]["token"])
     assert [c["name"] for c in a.get("/api/v1/courses").get_json()] == ["HLR default"]
     assert [c["name"] for c in b.get("/api/v1/courses").get_json()] == [f"HLR {SECOND}"]
@@ -90,8 +81,8 @@ def test_each_token_sees_only_its_tenant_and_404_for_the_others_ids(tenant_app, 
     assert audit_tenants == {1}
 
 
-def test_a_webhook_is_verified_with_its_tenants_secrets_only(tenant_app, two, conn, run_worker):
-    client = tenant_app.test_client()
+def test_a_webhook_is_verified_with_its_tenants_secrets_only(app, two, conn, run_worker):
+    client = app.test_client()
     body = dumps(completed_event("r-same-id", "anna.andersson@kommun.se"))
     # The other tenant's secret at either URL: 401.
     assert client.post(f"/webhooks/infocaption/{SECOND}", data=body,
@@ -103,7 +94,7 @@ def test_a_webhook_is_verified_with_its_tenants_secrets_only(tenant_app, two, co
     assert client.post("/webhooks/infocaption/nobody", data=body,
                        headers=sign(body, secret=SECRET)).status_code == 404
     conn.execute("UPDATE tenants SET active = false WHERE slug = %s", (SECOND,))
-    tenant_app.extensions["competence_bridge.tenants"].ttl = 0  # read the change at once
+    app.extensions["competence_bridge.tenants"].ttl = 0  # read the change at once
     assert client.post(f"/webhooks/infocaption/{SECOND}", data=body,
                        headers=sign(body, secret=SECOND_SECRET)).status_code == 404
     assert conn.execute("SELECT count(*) AS n FROM rejected_webhooks").fetchone()["n"] == kept
@@ -122,10 +113,10 @@ def test_a_webhook_is_verified_with_its_tenants_secrets_only(tenant_app, two, co
     assert [r["employee_id"] for r in rows] == [two["default"]["employee"], two[SECOND]["employee"]]
 
 
-def test_a_platform_token_reads_ops_of_every_tenant_and_nothing_else(tenant_app, two, conn,
+def test_a_platform_token_reads_ops_of_every_tenant_and_nothing_else(app, two, conn,
                                                                      database_url):
     with db.connect(database_url, autocommit=True) as owner:
-        platform = Api(tenant_app.test_client(), tokens.create(owner, "ops", [], platform=True))
+        platform = Api(app.test_client(), tokens.create(owner, "ops", [], platform=True))
     for tenant_id in (1, two[SECOND]["id"]):
         with db.tenant_connection(database_url, tenant_id, autocommit=True) as c:
             c.execute("INSERT INTO dead_letters (queue, event_type, payload, error) VALUES"
@@ -144,7 +135,7 @@ def test_a_platform_token_reads_ops_of_every_tenant_and_nothing_else(tenant_app,
     # Nothing of a tenant's own: 403; and a tenant's token cannot use the platform's endpoints.
     for path in ("/api/v1/courses", "/api/v1/employees", "/api/v1/grants", "/api/v1/ops/queues"):
         assert platform.get(path).status_code == 403, path
-    tenant_token = Api(tenant_app.test_client(), two["default"]["token"])
+    tenant_token = Api(app.test_client(), two["default"]["token"])
     assert tenant_token.get("/api/v1/platform/tenants").status_code == 403
     # It creates tenants; the answer never carries the secrets.
     made = platform.post("/api/v1/platform/tenants", json={
