@@ -10,6 +10,7 @@ import pytest
 from service.access import tokens
 from service.access.auth import INTEGRATIONS, SETTINGS
 from service.platform import db, tenancy
+from service.platform.metrics import WEBHOOKS
 from tests.conftest import SECRET, completed_event, dumps, sign, wait_for
 from tests.integration.api.conftest import (Api, add_course, add_employee, add_grant, add_link,
                                             add_tree)
@@ -103,9 +104,15 @@ def test_a_webhook_is_verified_with_its_tenants_secrets_only(app, two, conn, run
     # Each tenant's own signature at its own URL: the same result id, course and email
     # become one result in each tenant, of that tenant's employee (who holds the grant).
     run_worker()
+    counted = {t: WEBHOOKS.labels(outcome="accepted", type="course.completed", tenant=t)
+               for t in ("default", SECOND)}
+    before = {t: c._value.get() for t, c in counted.items()}
     for url, secret in (("/webhooks/infocaption", SECRET),
                         (f"/webhooks/infocaption/{SECOND}", SECOND_SECRET)):
         assert client.post(url, data=body, headers=sign(body, secret=secret)).status_code == 202
+    assert {t: c._value.get() - before[t] for t, c in counted.items()} == {"default": 1, SECOND: 1}
+    unknown = WEBHOOKS.labels(outcome="unknown_tenant", type="-", tenant="-")._value.get()
+    assert unknown >= 1  # counted without the caller's slug as a label
     rows = wait_for(lambda: (lambda r: r if len(r) == 2 else None)(conn.execute(
         "SELECT tenant_id, status, employee_id FROM results WHERE id = 'r-same-id'"
         " ORDER BY tenant_id").fetchall()), message="a result in each tenant")
