@@ -68,6 +68,10 @@ def gunicorn_args(port: int, *, workers: int, threads: int, host: str = "0.0.0.0
 def web(workers: int, threads: int) -> None:
     """Serve webhooks, the admin API and health endpoints under gunicorn on $PORT."""
     settings = _settings()
+    try:
+        config_mod.require_secret_key(settings)  # the console's sessions (docs/console.md)
+    except config_mod.ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     # Resolve the embedded database once here, so gunicorn's workers share one server.
     os.environ["DATABASE_URL"] = _database_url(settings)
     # WEB_HOST=127.0.0.1 behind the buffering proxy, so that nothing reaches gunicorn around it.
@@ -93,6 +97,30 @@ def create_token(name: str, permissions: tuple[str, ...]) -> None:
         raise Refused(str(exc)) from None
     click.echo(f"token for {name!r} with {', '.join(permissions)} (store it now; it is not kept):")
     click.echo(token)
+
+
+@main.command("create-user")
+@click.option("--username", required=True, help="The name to sign in to the console with.")
+@click.option("--permission", "permissions", multiple=True, required=True,
+              type=click.Choice(PERMISSIONS))
+def create_user(username: str, permissions: tuple[str, ...]) -> None:
+    """Create a console user; the password is read from standard input (docs/console.md)."""
+    from service.console import users
+    from service.platform import db
+
+    if sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    settings = _settings()
+    try:
+        with db.connect(_database_url(settings)) as conn:
+            users.create_user(conn, username, password, list(permissions))
+    except users.UsernameTaken as exc:
+        raise Refused(str(exc)) from None
+    except ValueError as exc:
+        raise Refused(str(exc)) from None
+    click.echo(f"console user {username!r} with {', '.join(permissions)}: sign in at /login")
 
 
 @main.command("revoke-token")
