@@ -209,6 +209,16 @@ def csrf_field():
     return Markup(f'<input type="hidden" name="csrf_token" value="{escape(generate_csrf())}">')
 
 
+@bp.app_template_global()
+def lang_url(code: str) -> str:
+    """This page in another language, its other query parameters kept."""
+    args = request.args.to_dict()
+    args["lang"] = code
+    if request.endpoint and request.endpoint.startswith("console.") and request.method == "GET":
+        return url_for(request.endpoint, **(request.view_args or {}), **args)
+    return url_for("console.home", lang=code)
+
+
 @bp.context_processor
 def page_context():
     return {"nav": nav_entries() if g.get("user") else [], "can": can, "INTEGRATIONS": INTEGRATIONS,
@@ -264,6 +274,24 @@ def _safe_next(target: str | None) -> str:
 
 # --- sign-in ---------------------------------------------------------------------------------
 
+def client_address() -> str:
+    """The address a sign-in came from (docs/console.md, "Rate limit").
+
+    Behind the proxy of deploy/nginx (or an ingress), every request comes from a loopback or
+    private address; then the proxy's last X-Forwarded-For entry (the address it saw) is the
+    client's, so that one client's failures do not lock everyone out.
+    """
+    import ipaddress
+
+    peer = request.remote_addr or "unknown"
+    forwarded = [a.strip() for a in request.headers.get("X-Forwarded-For", "").split(",") if a.strip()]
+    try:
+        behind_proxy = ipaddress.ip_address(peer).is_private  # loopback counts as private
+    except ValueError:
+        behind_proxy = False
+    return forwarded[-1][:100] if behind_proxy and forwarded else peer
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     errors, username, status = {}, "", 200
@@ -277,7 +305,7 @@ def login():
         if not errors:
             with connection() as conn:
                 outcome = users.sign_in(conn, username[:200], password[:1000],
-                                        address=request.remote_addr or "unknown")
+                                        address=client_address())
             if outcome.retry_after_s is not None:
                 minutes = max(1, -(-outcome.retry_after_s // 60))
                 errors["username"] = _("Too many failed sign-ins. Wait %(minutes)s minutes and try again.",
