@@ -166,7 +166,8 @@ def remember_language(response):
     if chosen in LANGUAGES:
         response.set_cookie("lang", chosen, max_age=365 * 86400, samesite="Lax", httponly=True,
                             secure=not services().settings.demo)
-    response.headers.setdefault("Cache-Control", "no-store")
+    if request.endpoint != "console.static":
+        response.headers.setdefault("Cache-Control", "no-store")
     response.headers.setdefault("X-Frame-Options", "DENY")
     return response
 
@@ -587,7 +588,11 @@ def grant_status(grant: dict, today: date) -> str:
 
 @bp.route("/employees/<int:employee_id>")
 def employee(employee_id: int, errors: dict | None = None, status: int = 200):
-    need("employees")
+    # Either permission opens a profile: settings shows (and corrects) the employee, as the
+    # employees API does; integrations shows their grants and results, as the grants and
+    # results APIs do (which name the employee too).
+    if not (can(PAGE_PERMISSION["employees"]) or can(PERMISSION_BY_BLUEPRINT["grants"])):
+        abort(403)
     page = page_number()
     grants, results, results_total = [], [], 0
     with connection() as conn:
@@ -613,7 +618,6 @@ def employee(employee_id: int, errors: dict | None = None, status: int = 200):
 
 @bp.route("/employees/<int:employee_id>/grants/<int:grant_id>/revoke", methods=["POST"])
 def revoke_grant(employee_id: int, grant_id: int):
-    need("employees")
     if not can(PERMISSION_BY_BLUEPRINT["grants"]):
         abort(403)
     reason = request.form.get("reason", "").strip()

@@ -127,3 +127,17 @@ def test_the_pages_need_the_permissions_the_api_gives_the_same_data():
     assert views.PAGE_PERMISSION["competences"] == PERMISSION_BY_BLUEPRINT["competences"] == SETTINGS
     assert views.PAGE_PERMISSION["employees"] == SETTINGS
     assert {views.PAGE_PERMISSION[p] for p in ("reports", "unmatched", "audit", "ops")} == {INTEGRATIONS}
+
+
+def test_integrations_alone_opens_a_profile_with_its_grants_but_not_the_email_form(conn, client):
+    from service.people import employees
+
+    users.create_user(conn, "ada", "ett-långt-lösenord", [INTEGRATIONS])
+    person = employees.create_employees(conn, [{"email": "anna@kommun.se"}], actor="test",
+                                        tz="Europe/Stockholm")[0]
+    sign_in(client)
+    assert client.get("/employees").status_code == 403
+    page = client.get(f"/employees/{person['id']}")
+    assert page.status_code == 200
+    assert "Aktuella registreringar" in page.text and "Rätta e-postadressen" not in page.text
+    assert 'href="/employees"' not in page.text  # no navigation entry to the search
