@@ -67,7 +67,49 @@ def _dataset():
     return data
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
+def database_url():
+    """A database of the console's tests alone: its web, worker and scheduler run while these
+    tests do (package scope), and must never see, relay or refresh another test's data."""
+    import psycopg
+
+    from service.platform import db
+    from service.platform.migrate import migrate
+    from tests.conftest import ADMIN_URL
+
+    name = f"cb_console_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    with db.connect(url, autocommit=True) as conn:
+        migrate(conn)
+    yield url
+    with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=10) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+@pytest.fixture
+def conn(database_url):
+    """The console's database emptied; the truncation is retried when it meets the running
+    scheduler's or worker's locks in the other order (a deadlock PostgreSQL breaks)."""
+    import psycopg
+
+    from service.platform import db
+    from tests.conftest import DOMAIN_TABLES
+
+    with db.connect(database_url, autocommit=True) as c:
+        for attempt in range(5):
+            try:
+                c.execute("TRUNCATE " + ", ".join(DOMAIN_TABLES) + " RESTART IDENTITY CASCADE")
+                break
+            except psycopg.errors.DeadlockDetected:
+                if attempt == 4:
+                    raise
+        yield c
+
+
+@pytest.fixture(scope="package")
 def simulator():
     from service.demo.simulator import Simulator
 
@@ -76,7 +118,7 @@ def simulator():
     sim.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(database_url, broker_url, simulator, tmp_path_factory):
     """web, worker and scheduler under honcho, as the Procfile runs them; the base URL."""
     tmp = tmp_path_factory.mktemp("console")
@@ -111,11 +153,11 @@ def stack(database_url, broker_url, simulator, tmp_path_factory):
         if honcho.poll() is not None:
             raise AssertionError(f"honcho exited early:\n{log_path.read_text()[-3000:]}")
         try:
-            return requests.get(f"{base}/readyz", timeout=2).status_code == 200
-        except requests.ConnectionError:
+            return requests.get(f"{base}/readyz", timeout=5).status_code == 200
+        except requests.RequestException:  # not up yet, or slow on a busy machine
             return False
 
-    wait_for(ready, timeout=60, interval=0.2, message="/readyz to answer 200")
+    wait_for(ready, timeout=120, interval=0.2, message="/readyz to answer 200")
     try:
         yield base
     finally:
@@ -174,7 +216,7 @@ def browser():
 def page(browser):
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True,
                                   locale="sv-SE")
-    context.set_default_timeout(15_000)
+    context.set_default_timeout(30_000)  # a busy shared machine
     tab = context.new_page()
     yield tab
     context.close()
