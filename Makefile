@@ -7,7 +7,9 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test bench chaos clean
 
+# The console's browser tests drive Debian's chromium (Playwright's own download cannot work here).
 $(STAMP): pyproject.toml
+	@command -v chromium >/dev/null || apt-get install -y chromium || (apt-get update && apt-get install -y chromium)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'

@@ -196,6 +196,7 @@ class Run:
             "INFOCAPTION_CLIENT_ID": "bench",
             "INFOCAPTION_CLIENT_SECRET": "bench",
             "INFOCAPTION_WEBHOOK_SECRETS": SECRET,
+            "SECRET_KEY": "bench-secret-key-of-the-console-at-least-32",
             "TIME_ZONE": "Europe/Stockholm",
             "METRICS_PORT": "0",
             "LOG_LEVEL": "INFO",

@@ -81,6 +81,47 @@ def _plans(url: str, today, employee: int, competence: int) -> dict:
     return out
 
 
+CONSOLE_P95_MS = 100  # issue 19: the console's links page, a profile and the expiring report
+
+
+def _console_pages(client, pool, employees: list[int], repeats: int) -> dict:
+    """Server time of the console pages (docs/console.md) on the same data, signed in."""
+    import re
+
+    from service.access.tokens import PERMISSIONS
+    from service.console import users
+
+    with pool.connection() as conn:
+        users.ensure_user(conn, "bench-console", "bench-console-password", list(PERMISSIONS), actor="bench")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True))[1]
+    signed_in = client.post("/login", data={"username": "bench-console", "password": "bench-console-password",
+                                            "csrf_token": token})
+    if signed_in.status_code != 302:
+        raise RuntimeError(f"console sign-in answered {signed_in.status_code}")
+    pages = {
+        "console_links": lambda i: "/links",
+        "console_employee": lambda i: f"/employees/{employees[i]}",
+        "console_expiring": lambda i: "/reports/expiring?within_days=90",
+    }
+    timings = {}
+    for label, path in pages.items():
+        for i in range(5):  # warm: plans, caches, templates
+            assert client.get(path(i)).status_code == 200
+        ms = []
+        for i in range(repeats):
+            started = time.perf_counter()
+            r = client.get(path(i))
+            ms.append((time.perf_counter() - started) * 1000)
+            if r.status_code != 200:
+                raise RuntimeError(f"{path(i)} answered {r.status_code}")
+        timings[label] = _percentiles(ms) | {"path": path(0), "target_p95_ms": CONSOLE_P95_MS,
+                                             "within_target": sorted(ms)[max(0, int(len(ms) * 0.95) - 1)]
+                                             < CONSOLE_P95_MS}
+        say(f"  reports: {label} p50 {timings[label]['p50_ms']} ms, p95 {timings[label]['p95_ms']} ms "
+            f"(target < {CONSOLE_P95_MS} ms)")
+    return timings
+
+
 def measure(run: Run, template: str, *, repeats: int = 50, competences: int = COMPETENCES) -> dict:
     from bench.apps import _QueuesNothing
     from service.access import tokens
@@ -128,6 +169,7 @@ def measure(run: Run, template: str, *, repeats: int = 50, competences: int = CO
                                                  "x_pagination": r.headers.get("X-Pagination")}
             say(f"  reports: {label} p50 {timings[label]['p50_ms']} ms, p95 {timings[label]['p95_ms']} ms")
         out["timings"] = timings
+        out["console"] = _console_pages(client, pool, employees, repeats)
         out["plans"] = _plans(url, today, employees[0], competence)
     finally:
         pool.close()

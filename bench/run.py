@@ -52,6 +52,9 @@ TARGETS = {
     "report_expiring": ("expiring report p95 at 10 M grants (6), ms", "<", 100),
     "report_coverage": ("coverage report p95 at 10 M grants (6), ms", "<", 100),
     "employee_grants": ("one employee's grants p95 at 10 M grants (6), ms", "<", 100),
+    "console_links": ("console links page p95 at 10 M grants (6), ms", "<", 100),
+    "console_employee": ("console employee profile p95 at 10 M grants (6), ms", "<", 100),
+    "console_expiring": ("console expiring report p95 at 10 M grants (6), ms", "<", 100),
 }
 
 

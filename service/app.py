@@ -52,7 +52,9 @@ def create_app(
     app.register_blueprint(webhooks.bp)
     init_api(app)
     app.register_blueprint(health.bp)
+    from service.console import views as console
 
+    console.init_app(app)  # the admin console at / (docs/console.md)
     return app
 
 

@@ -80,6 +80,11 @@ def gunicorn_args(port: int, *, workers: int, threads: int, host: str = "0.0.0.0
 def web(workers: int, threads: int) -> None:
     """Serve webhooks, the admin API and health endpoints under gunicorn on $PORT."""
     settings = _settings()
+    if not settings.secret_key:
+        # Webhooks and the API need no SECRET_KEY: they keep working, and only the console,
+        # whose sessions it signs, answers 503 until it is set (docs/console.md, "Sessions").
+        click.echo("SECRET_KEY is not set: the console answers 503 until it is; webhooks and "
+                   "the API are served", err=True)
     # Resolve the embedded database once here, so gunicorn's workers share one server.
     os.environ["DATABASE_URL"] = _database_url(settings)
     # WEB_HOST=127.0.0.1 behind the buffering proxy, so that nothing reaches gunicorn around it.
@@ -116,6 +121,32 @@ def create_token(name: str, permissions: tuple[str, ...], tenant: str, platform:
     what = "the platform" if platform else ", ".join(permissions) + f" in tenant {tenant!r}"
     click.echo(f"token for {name!r} with {what} (store it now; it is not kept):")
     click.echo(token)
+
+
+@main.command("create-user")
+@click.option("--username", required=True, help="The name to sign in to the console with.")
+@click.option("--permission", "permissions", multiple=True, required=True,
+              type=click.Choice(PERMISSIONS))
+@tenant_option
+def create_user(username: str, permissions: tuple[str, ...], tenant: str) -> None:
+    """Create a console user; the password is read from standard input (docs/console.md)."""
+    from service.console import users
+    from service.platform import db
+
+    if sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    settings = _settings()
+    url = _database_url(settings)
+    try:
+        with db.tenant_connection(url, _tenant_id(url, tenant)) as conn:
+            users.create_user(conn, username, password, list(permissions))
+    except users.UsernameTaken as exc:
+        raise Refused(str(exc)) from None
+    except ValueError as exc:
+        raise Refused(str(exc)) from None
+    click.echo(f"console user {username!r} with {', '.join(permissions)}: sign in at /login")
 
 
 @main.command("revoke-token")

@@ -26,6 +26,8 @@ ADMIN_URL = os.environ.get("TEST_ADMIN_DATABASE_URL", "postgresql://postgres@127
 BROKER_URL = os.environ.get("TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
 SECRET = "whsec_" + base64.b64encode(b"test-secret-of-competence-bridge").decode()
 OLD_SECRET = "whsec_" + base64.b64encode(b"the-secret-before-rotation").decode()
+# Signs console sessions in tests (SECRET_KEY, docs/console.md "Sessions").
+SECRET_KEY = "test-secret-key-of-the-console-at-least-32-chars"
 
 # The chaos runs stop and start this machine's RabbitMQ and PostgreSQL: only `make chaos`
 # (which sets RUN_CHAOS=1) collects them, never a plain `pytest`.
@@ -39,6 +41,7 @@ DOMAIN_TABLES = (
     "competences", "employees", "webhook_receipts", "rejected_webhooks", "dead_letters",
     "api_tokens", "audit_log", "outbox", "job_cursors", "queue_messages",
     "subscriptions", "outgoing_events", "event_deliveries", "grant_notices", "grant_notices_state",
+    "console_users", "console_sign_in_failures",
 )
 
 
@@ -98,6 +101,7 @@ def settings(database_url, broker_url, request):
         "INFOCAPTION_CLIENT_ID": "test",
         "INFOCAPTION_CLIENT_SECRET": "test",
         "INFOCAPTION_WEBHOOK_SECRETS": f"{SECRET} {OLD_SECRET}",
+        "SECRET_KEY": SECRET_KEY,
         "QUEUE_PREFIX": prefix,
         "TIME_ZONE": "Europe/Stockholm",
         "BATCH_WAIT_MS": "5",

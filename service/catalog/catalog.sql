@@ -139,3 +139,8 @@ SELECT count(*) AS n FROM deleted;
 -- name: admin_competence_delete
 -- Delete a node (its grants and links are gone already).
 DELETE FROM competences WHERE id = %(id)s RETURNING id;
+
+-- name: admin_competence_usage
+-- What deleting a competence would take with it: its grants (every period) and its links.
+SELECT (SELECT count(*) FROM grants WHERE competence_id = %(id)s) AS grants,
+       (SELECT count(*) FROM links WHERE competence_id = %(id)s) AS links;

@@ -101,6 +101,12 @@ def update_competence(conn: psycopg.Connection, competence_id: int, changes: dic
     return row
 
 
+def competence_usage(conn: psycopg.Connection, competence_id: int) -> dict:
+    """What deleting a node would take with it: `grants` and `links` (the confirmation says so)."""
+    get_competence(conn, competence_id)
+    return conn.execute(db.q("admin_competence_usage"), {"id": competence_id}).fetchone()
+
+
 def delete_competence(conn: psycopg.Connection, competence_id: int, *, actor: str) -> dict:
     """Delete a node without children, with every grant and link of it (rule 5).
 

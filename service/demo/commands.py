@@ -21,7 +21,10 @@ DEMO_TREE = (
     ("Vård och omsorg", "Hygien", "Basala hygienrutiner", None, 1),
     ("Vård och omsorg", "Akut och säkerhet", "Brandskydd", 1095, 2),
 )
-SEED_MARK = "demo:seeded"  # the job_cursors row that says the demo was seeded (service/demo/demo.sql)
+SEED_MARK = "demo:seeded"
+# The demo's console user, published on purpose like the demo's other secrets: only a
+# database seeded by `seed-demo` (DEMO=1) has it (docs/console.md).
+DEMO_CONSOLE_USER, DEMO_CONSOLE_PASSWORD = "admin", "demo-admin"  # the job_cursors row that says the demo was seeded (service/demo/demo.sql)
 
 
 def _interrupt(*_args) -> None:
@@ -105,6 +108,7 @@ def seed_demo(seed: int, courses: int, employees: int, data_file: str | None, fo
     if not settings.demo and not force:
         raise click.ClickException("seed-demo is for the demo (DEMO=1); use --force to seed anyway")
     with db.connect(_database_url(settings)) as conn:
+        _demo_console_user(conn, settings.port)
         mark = conn.execute(db.q("demo_seed_mark"), {"name": SEED_MARK}).fetchone()
         if mark is not None:
             click.echo(f"demo seeded already ({mark['updated_at']:%Y-%m-%d %H:%M}): nothing added, "
@@ -124,6 +128,17 @@ def seed_demo(seed: int, courses: int, employees: int, data_file: str | None, fo
     click.echo(f"demo seeded: {summary['employees']} new employee(s), "
                f"{summary['competences']} new competence node(s), {summary['links']} new link(s) "
                "(their backfills start once the scheduler and the worker run)")
+
+
+def _demo_console_user(conn, port: int) -> None:
+    """Make the demo's console user once (both permissions) and say how to sign in."""
+    from service.access.tokens import PERMISSIONS
+    from service.console import users
+
+    with conn.transaction():
+        users.ensure_user(conn, DEMO_CONSOLE_USER, DEMO_CONSOLE_PASSWORD, list(PERMISSIONS), actor="seed-demo")
+    click.echo(f"console: http://localhost:{port}/login, user {DEMO_CONSOLE_USER!r}, "
+               f"password {DEMO_CONSOLE_PASSWORD!r}")
 
 
 def seed_demo_data(conn, *, seed: int = 42, courses: int = 8, employees: int = 150,

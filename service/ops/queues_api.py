@@ -6,9 +6,8 @@ import logging
 from flask_smorest import abort
 from marshmallow import fields, validate
 
-from service.platform import db, messaging, tenancy
 from service.platform.api import Id, Strict, actor, blueprint, errors
-from service.ops import dead_letters as ops_dead_letters
+from service.ops import queues as ops_queues
 from service.platform.web import RETRY_AFTER_S, services
 log = logging.getLogger(__name__)
 
@@ -51,43 +50,16 @@ class ReplayedSchema(Strict):
                              metadata={"description": "pending ones that belong to no replayable queue"})
 
 
-def queue_stats(settings, database_url: str) -> list[dict]:
-    """Depth and consumers of every queue (nothing is created); 503 when it cannot be read."""
-    try:
-        stats = messaging.queue_stats(settings, database_url)
-    except Exception as exc:  # noqa: BLE001 - any failure means "the queue is unavailable"
-        log.warning("queue unavailable for queue stats: %s", exc.__class__.__name__)
-        what = "the embedded queue" if messaging.is_embedded(settings) else "the broker"
-        abort(503, message=f"{what} is unavailable; retry later",
-              headers={"Retry-After": str(RETRY_AFTER_S)})
-    return [{"name": s.name, "depth": s.depth, "consumers": s.consumers, "declared": s.declared}
-            for s in stats]
-
-
 @blp.route("/ops/queues")
 @errors(blp, 503)
 @blp.response(200, QueuesSchema)
 def queues():
     """Per queue: depth, consumers and pending dead letters; and all pending dead letters."""
-    return queues_answer()
-
-
-def queues_answer(every_tenant: bool = False) -> dict:
-    """The queues (shared by every tenant) with the pending dead letters of the bound tenant,
-    or of `every_tenant` (a platform token's view: docs/tenants.md, "Platform tokens")."""
     svc = services()
-    stats = queue_stats(svc.settings, svc.pool.conninfo)
-    pending: dict[str, int] = {}
-    with svc.pool.connection() as conn:
-        ids = [r["id"] for r in conn.execute(db.q("tenant_list"))] if every_tenant else [None]
-    for tenant_id in ids:
-        with tenancy.scope(tenant_id if every_tenant else tenancy.current()), \
-                svc.pool.connection() as conn:
-            for name, n in ops_dead_letters.pending_dead_letters(conn).items():
-                pending[name] = pending.get(name, 0) + n
-    for queue in stats:
-        queue["dead_letters"] = pending.get(queue["name"], 0)
-    return {"queues": stats, "dead_letters": sum(pending.values())}
+    try:
+        return ops_queues.queue_overview(svc.settings, svc.pool)
+    except ops_queues.QueuesUnavailable as exc:
+        abort(503, message=str(exc), headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 @blp.route("/ops/dead-letters/replay", methods=["POST"])
@@ -97,14 +69,7 @@ def queues_answer(every_tenant: bool = False) -> dict:
 def replay(data):
     """Put dead-lettered events back on their queue (`ids`, or all pending ones)."""
     svc = services()
-
-    def publish(payload: dict, kind: str) -> None:
-        webhook_id = payload.get("webhook_id")
-        headers = {"webhook-id": webhook_id} if isinstance(webhook_id, str) else None
-        svc.publisher.publish(payload, kind=kind, headers=headers)
-
-    with svc.pool.connection() as conn:
-        out = ops_dead_letters.replay_dead_letters(conn, data.get("ids"), publish, actor=actor())
+    out = ops_queues.replay(svc.pool, svc.publisher, data.get("ids"), actor=actor())
     if out.error:
         abort(503, message=f"the broker stopped the replay after {len(out.replayed)} dead letter(s); "
                            "retry for the rest",

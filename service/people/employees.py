@@ -8,12 +8,26 @@ from service.ops.audit import audit
 from service.people.email import normalize_email
 from service.platform import db
 from service.platform.errors import Conflict, NotFound
-from service.platform.paging import Page, page_of
+from service.platform.paging import Page, like_pattern, page_of
 
 
 def list_employees(conn: psycopg.Connection, *, email: str | None, limit: int, offset: int) -> Page:
     return page_of(conn, "admin_employees",
                  {"email": normalize_email(email) if email else None}, limit, offset)
+
+
+def search_employees(conn: psycopg.Connection, *, q: str | None, limit: int, offset: int) -> Page:
+    """Employees whose name or email contains `q`, by name the Swedish way (å, ä, ö after z)."""
+    return page_of(conn, "admin_employees_search", {"pattern": like_pattern(q.strip()) if q and q.strip() else None},
+                   limit, offset)
+
+
+def get_employee(conn: psycopg.Connection, employee_id: int) -> dict:
+    """One employee; NotFound when there is none."""
+    row = conn.execute(db.q("admin_employee_get"), {"id": employee_id}).fetchone()
+    if row is None:
+        raise NotFound(f"employee {employee_id} does not exist")
+    return _employee(row)
 
 
 def create_employees(conn: psycopg.Connection, items: list[dict], *, actor: str, tz: str) -> list[dict]:

@@ -40,6 +40,8 @@ def email_shape(value: str) -> None:
 
 class EmployeeQuery(Query):
     email = Text(max_length=320, metadata={"description": "the employee with this email (normalised)"})
+    q = Text(max_length=200, metadata={"description": "part of the name or email (case-insensitive); "
+                                                      "sorted by name, the Swedish way"})
 
 
 class EmployeeCreateSchema(Strict):
@@ -74,9 +76,12 @@ def _one_or_many(name: str) -> dict:
 @blp.response(200, EmployeeSchema(many=True))
 @paginate(blp)
 @transaction
-def list_employees(conn, email=None, pagination_parameters=None):
-    """List employees, optionally the one with an email."""
+def list_employees(conn, email=None, q=None, pagination_parameters=None):
+    """List employees, optionally the one with an email, or those whose name or email holds `q`."""
     limit, offset = window(pagination_parameters)
+    if q is not None and email is None:
+        return paged(people_employees.search_employees(conn, q=q, limit=limit, offset=offset),
+                     pagination_parameters)
     return paged(people_employees.list_employees(conn, email=email, limit=limit, offset=offset),
                  pagination_parameters)
 

@@ -53,3 +53,36 @@ SELECT email_normalized AS email, count(*) AS results,
  GROUP BY email_normalized
  ORDER BY email_normalized
  LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: employee_sort_key
+-- How names sort, the Swedish way (docs/console.md, "Languages"): å, ä, ö after z, accents
+-- as their base letter. In the C collation, which every PostgreSQL has (the embedded one is
+-- built without ICU): å ä ö (and æ ø) become the characters after z ({ | }), é è á à ü as e e a a y,
+-- before lower(), which the C locale applies to A-Z only.
+lower(translate(coalesce(last_name, '') || ' ' || coalesce(first_name, '') || ' ' || email,
+                'åäöæøéèêáàâüëïíóúÅÄÖÆØÉÈÊÁÀÂÜËÏÍÓÚ',
+                '{|}|}eeeaaayeiiou{|}|}EEEAAAYEIIOU')) COLLATE "C"
+
+-- name: admin_employees_search_count
+-- Employees whose name or email contains the text (case-insensitive).
+SELECT count(*) AS total FROM employees
+ WHERE %(pattern)s::text IS NULL
+    OR email_normalized ILIKE %(pattern)s
+    OR (coalesce(first_name, '') || ' ' || coalesce(last_name, '')) ILIKE %(pattern)s
+    OR (coalesce(last_name, '') || ' ' || coalesce(first_name, '')) ILIKE %(pattern)s;
+
+-- name: admin_employees_search_page
+-- One page of them, by last name, first name and email, the Swedish way.
+SELECT id, email, first_name, last_name, created_at, updated_at FROM employees
+ WHERE %(pattern)s::text IS NULL
+    OR email_normalized ILIKE %(pattern)s
+    OR (coalesce(first_name, '') || ' ' || coalesce(last_name, '')) ILIKE %(pattern)s
+    OR (coalesce(last_name, '') || ' ' || coalesce(first_name, '')) ILIKE %(pattern)s
+ ORDER BY
+-- include: employee_sort_key
+ , id
+ LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: admin_employee_get
+-- One employee.
+SELECT id, email, first_name, last_name, created_at, updated_at FROM employees WHERE id = %(id)s;

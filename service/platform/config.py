@@ -18,6 +18,9 @@ DEMO_SIMULATOR_URL = "http://127.0.0.1:8001"
 # Encrypts subscription secrets in demo mode only (docs/events.md, "Secrets"); a Fernet key.
 DEMO_ENCRYPTION_KEY = "ZGVtby1lbmNyeXB0aW9uLWtleS1jb21wZXRlbmNlISE="
 DEMO_MAIL_FROM = "kompetens@demo.invalid"
+# Signs the console's session cookies in demo mode only (docs/console.md, "Sessions").
+DEMO_SECRET_KEY = "demo-secret-key-of-the-competence-bridge-console"
+MIN_SECRET_KEY_CHARS = 32
 # The lead times of grant.expiring notices and reminder mails, in days (EXPIRY_NOTICE_DAYS).
 DEFAULT_EXPIRY_NOTICE_DAYS = (90, 30, 7)
 # Outside demo mode these must be set: the process stops at start naming the first one missing.
@@ -70,6 +73,7 @@ class Settings:
     mail_from: str | None = None
     subscriber_allow_private: bool = False
     ca_bundle: str | None = None
+    secret_key: str = ""
     extra: dict = field(default_factory=dict)
 
     @property
@@ -158,6 +162,17 @@ def _smtp_url(raw: str) -> str | None:
     return raw
 
 
+def _secret_key(raw: str, demo: bool) -> str:
+    """SECRET_KEY: signs console sessions; at least 32 characters; the demo's in demo mode."""
+    raw = raw.strip()
+    if not raw:
+        return DEMO_SECRET_KEY if demo else ""
+    if len(raw) < MIN_SECRET_KEY_CHARS:
+        raise ConfigError(f"SECRET_KEY must be at least {MIN_SECRET_KEY_CHARS} characters "
+                          "(e.g. python3 -c \"import secrets; print(secrets.token_urlsafe(48))\")")
+    return raw
+
+
 def load(env: dict | None = None) -> Settings:
     """Read the settings, failing fast with a message that names the variable."""
     env = dict(os.environ if env is None else env)
@@ -211,6 +226,7 @@ def load(env: dict | None = None) -> Settings:
         smtp_url=smtp_url,
         mail_from=mail_from or None,
         subscriber_allow_private=_flag(env, "SUBSCRIBER_ALLOW_PRIVATE"),
+        secret_key=_secret_key(env.get("SECRET_KEY", ""), demo),
         ca_bundle=(env.get("REQUESTS_CA_BUNDLE", "").strip() or env.get("SSL_CERT_FILE", "").strip()
                    or None),
     )

@@ -78,7 +78,7 @@ def exportable(blp, schema: type[ma.Schema], filename: str):
     below the pagination and transaction decorators is called directly with a connection held
     until the file is sent.
     """
-    columns = [field.data_key or name for name, field in schema().fields.items()]
+    columns = columns_of(schema)
     content = {CSV: {"schema": {"type": "string"}},
                XLSX: {"schema": {"type": "string", "format": "binary"}}}
 
@@ -98,13 +98,29 @@ def exportable(blp, schema: type[ma.Schema], filename: str):
 
 
 def _export(view, args, kwargs, columns: list[str], kind: str, filename: str) -> Response:
+    return file_response(
+        lambda conn: view(conn, *args, pagination_parameters=WholeList(), **kwargs),
+        columns, kind, filename)
+
+
+def columns_of(schema: type[ma.Schema]) -> list[str]:
+    """The columns of a file: the fields of a list's row schema, in its order."""
+    return [field.data_key or name for name, field in schema().fields.items()]
+
+
+def file_response(rows_of, columns: list[str], kind: str, filename: str) -> Response:
+    """Answer the rows `rows_of(conn)` gives as a CSV or XLSX file, streamed.
+
+    The API's lists (`exportable`) and the console's download links (docs/console.md) both
+    come here, so a file is the same whichever asked for it.
+    """
     settings = services().settings
     stack = ExitStack()
     try:
         conn = stack.enter_context(services().pool.connection())
         readable_dates(conn)
         with refusals():
-            rows = view(conn, *args, pagination_parameters=WholeList(), **kwargs)
+            rows = rows_of(conn)
     except BaseException as exc:
         stack.__exit__(type(exc), exc, exc.__traceback__)
         raise

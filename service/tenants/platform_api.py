@@ -5,11 +5,12 @@ from __future__ import annotations
 from flask_smorest import abort
 from marshmallow import fields, validate
 
-from service.ops.queues_api import QueuesSchema, queues_answer
+from service.ops import queues as ops_queues
+from service.ops.queues_api import QueuesSchema
 from service.platform import db, tenancy
 from service.platform.api import Strict, Text, blueprint, errors
 from service.platform.crypto import NotConfigured
-from service.platform.web import services
+from service.platform.web import RETRY_AFTER_S, services
 from service.tenants import tenants
 
 blp = blueprint(
@@ -115,7 +116,11 @@ def create_tenant(data):
 @errors(blp, 503)
 def platform_queues():
     """The queues every tenant shares (depth, consumers); dead letters of all tenants."""
-    return queues_answer(every_tenant=True)
+    svc = services()
+    try:
+        return ops_queues.queue_overview(svc.settings, svc.pool, every_tenant=True)
+    except ops_queues.QueuesUnavailable as exc:
+        abort(503, message=str(exc), headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 @blp.get("/platform/ops")

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 import requests
 
-from tests.conftest import SECRET, wait_for
+from tests.conftest import SECRET, SECRET_KEY, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES: dict[str, dict] = {}
@@ -54,7 +54,7 @@ class Stack:
         self.env.update(
             QUEUE_PREFIX=settings.queue_prefix, INFOCAPTION_BASE_URL="http://127.0.0.1:9",
             INFOCAPTION_CLIENT_ID="demo-client", INFOCAPTION_CLIENT_SECRET="demo-secret",
-            INFOCAPTION_WEBHOOK_SECRETS=SECRET, PORT=str(self.port), METRICS_PORT="0",
+            INFOCAPTION_WEBHOOK_SECRETS=SECRET, SECRET_KEY=SECRET_KEY, PORT=str(self.port), METRICS_PORT="0",
             LOG_LEVEL="WARNING", RECONCILE_INTERVAL_S="3600",
         )
         self.env.update({k: str(v) for k, v in env.items()})

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from service.platform import config as config_mod
-from tests.conftest import SECRET, completed_event, delete_queues, dumps, sign, wait_for
+from tests.conftest import SECRET, SECRET_KEY, completed_event, delete_queues, dumps, sign, wait_for
 from tests.integration.ops.metrics_util import add_employee, parse, seed_course_link, value
 from tests.unit.ops.sentry_util import ANY_EMAIL
 
@@ -49,6 +49,7 @@ def procfile_env(database_url, broker_url, tmp_path):
         "INFOCAPTION_CLIENT_ID": "test",
         "INFOCAPTION_CLIENT_SECRET": "test",
         "INFOCAPTION_WEBHOOK_SECRETS": SECRET,
+        "SECRET_KEY": SECRET_KEY,
         "DATA_DIR": str(tmp_path / "data"),
         "METRICS_PORT": "0",  # one environment for all three: the worker's own port is tested elsewhere
         "WEB_CONCURRENCY": "2",

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from service.platform import config as config_mod
-from tests.conftest import SECRET, delete_queues, padded_event, sign, wait_for
+from tests.conftest import SECRET, SECRET_KEY, delete_queues, padded_event, sign, wait_for
 from tests.e2e.test_procfile import free_port
 
 pytestmark = pytest.mark.e2e
@@ -33,7 +33,7 @@ def web(database_url, broker_url, tmp_path):
         "DATABASE_URL": database_url, "BROKER_URL": broker_url,
         "QUEUE_PREFIX": f"cbe2e_{uuid.uuid4().hex[:10]}", "PORT": str(port), "WEB_HOST": "127.0.0.1",
         "INFOCAPTION_BASE_URL": "http://127.0.0.1:9", "INFOCAPTION_CLIENT_ID": "test",
-        "INFOCAPTION_CLIENT_SECRET": "test", "INFOCAPTION_WEBHOOK_SECRETS": SECRET,
+        "INFOCAPTION_CLIENT_SECRET": "test", "INFOCAPTION_WEBHOOK_SECRETS": SECRET, "SECRET_KEY": SECRET_KEY,
         "DATA_DIR": str(tmp_path / "data"), "WEB_CONCURRENCY": "1", "WEB_THREADS": "2",
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
