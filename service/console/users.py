@@ -96,7 +96,7 @@ def sign_in(conn: psycopg.Connection, username: str, password: str, *, address: 
             conn.execute(db.q("console_user_rehash"),
                          {"id": user["id"], "password_hash": _hasher.hash(password)})
     conn.execute(db.q("console_failures_clear"), key)
-    return SignIn(user={k: user[k] for k in ("id", "tenant_id", "username", "permissions")})
+    return SignIn(user={k: user[k] for k in ("id", "tenant_id", "username", "permissions", "time_zone")})
 
 
 def _password_ok(password_hash: str, password: str) -> bool:

@@ -9,7 +9,7 @@ RETURNING id, username, permissions, created_at;
 -- name: console_user_by_name
 -- The active user of a name (case-insensitive) in every tenant, with the hash to check a
 -- password against and the user's tenant (migration 0015: a sign-in names no tenant).
-SELECT id, tenant_id, username, password_hash, permissions
+SELECT id, tenant_id, username, password_hash, permissions, time_zone
   FROM console_user_for_sign_in(%(username)s);
 
 -- name: console_user_get

@@ -11,6 +11,7 @@ import logging
 import time
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 from urllib.parse import urlsplit
 
 from flask import (Blueprint, abort, current_app, flash, g, redirect, render_template, request,
@@ -34,7 +35,7 @@ from service.people.email import email_shape_problem, unmatchable_reason
 from service.platform import errors as platform_errors
 from service.platform import export, tenancy
 from service.platform.api import readable_dates
-from service.platform.web import services
+from service.platform.web import services, time_zone
 from service.reports import reports
 from service.reports.api import MAX_WITHIN_DAYS, CoverageSchema, ExpiringSchema
 
@@ -92,7 +93,8 @@ def actor() -> str:
 
 
 def tz() -> str:
-    return services().settings.time_zone
+    """The signed-in user's tenant's time zone (docs/tenants.md)."""
+    return time_zone()
 
 
 @contextmanager
@@ -192,6 +194,8 @@ def gate():
         # The user's tenant, from the signed session; the user is read under it, so a user
         # of another tenant is not found (docs/tenants.md).
         tenancy.bind(session.get("tenant_id"))
+        if session.get("tenant_id") != tenancy.DEFAULT_ID:  # `default`'s is TIME_ZONE
+            g.tenant_time_zone = session.get("time_zone")
         with connection() as conn:
             user = users.get_user(conn, user_id)
     if user is None:
@@ -233,7 +237,7 @@ def day_filter(value) -> str:
     if value is None:
         return "–"
     if isinstance(value, datetime):
-        return value.astimezone(services().settings.tz).strftime("%Y-%m-%d %H:%M")
+        return value.astimezone(ZoneInfo(tz())).strftime("%Y-%m-%d %H:%M")
     if isinstance(value, date):
         return value.isoformat()
     return str(value)
@@ -320,6 +324,7 @@ def login():
                 session.clear()
                 session["user_id"] = outcome.user["id"]
                 session["tenant_id"] = outcome.user["tenant_id"]
+                session["time_zone"] = outcome.user["time_zone"]
                 session["seen"] = time.time()
                 session.permanent = True
                 return redirect(_safe_next(request.args.get("next")))
@@ -421,15 +426,20 @@ def _ids(values: list[str]) -> list[int]:
     return out
 
 
+def found_or_404(read, conn, *args):
+    """What `read` finds, or the console's 404 (another tenant's ids are not found either)."""
+    try:
+        return read(conn, *args)
+    except platform_errors.NotFound:
+        abort(404)
+
+
 @bp.route("/links/<int:link_id>/progress")
 def link_progress(link_id: int):
     """The backfill of one link as a fragment, which the links page polls while it runs."""
     need("links")
     with connection() as conn:
-        try:
-            link = catalog_links.get_link(conn, link_id)
-        except platform_errors.NotFound:
-            abort(404)
+        link = found_or_404(catalog_links.get_link, conn, link_id)
     return render_template("_progress.html", link=link, live=BACKFILL_LIVE)
 
 
@@ -437,10 +447,7 @@ def link_progress(link_id: int):
 def delete_link(link_id: int):
     need("links")
     with connection() as conn:
-        try:
-            link = catalog_links.get_link(conn, link_id)
-        except platform_errors.NotFound:
-            abort(404)
+        link = found_or_404(catalog_links.get_link, conn, link_id)
         if request.method == "POST":
             catalog_links.delete_link(conn, link_id, actor=actor())
             flash(_("The link between %(course)s and %(competence)s is deleted. The grants it made stay.",
@@ -521,10 +528,7 @@ def edit_competence(competence_id: int):
     need("competences")
     errors, status = {}, 200
     with connection() as conn:
-        try:
-            node = catalog_competences.get_competence(conn, competence_id)
-        except platform_errors.NotFound:
-            abort(404)
+        node = found_or_404(catalog_competences.get_competence, conn, competence_id)
     values = {k: "" if node[k] is None else str(node[k]) for k in ("name", "default_valid_days", "renewal_window_days")}
     if request.method == "POST":
         values = {k: request.form.get(k, "").strip() for k in ("name", "default_valid_days", "renewal_window_days")}
@@ -598,10 +602,7 @@ def employee(employee_id: int, errors: dict | None = None, status: int = 200):
     page = page_number()
     grants, results, results_total = [], [], 0
     with connection() as conn:
-        try:
-            person = people_employees.get_employee(conn, employee_id)
-        except platform_errors.NotFound:
-            abort(404)
+        person = found_or_404(people_employees.get_employee, conn, employee_id)
         if can(PERMISSION_BY_BLUEPRINT["grants"]):
             grants = list(grants_grants.list_grants(conn, employee_id=employee_id, competence_id=None,
                                                     tz=tz(), limit=1000, offset=0).items)

@@ -43,9 +43,11 @@ END $$;
 -- in every tenant, with the hash to check the password against (knowing the password is the
 -- proof; the caller binds the user's tenant from then on).
 CREATE FUNCTION console_user_for_sign_in(p_username text)
-RETURNS TABLE (id bigint, tenant_id integer, username text, password_hash text, permissions text[])
+RETURNS TABLE (id bigint, tenant_id integer, username text, password_hash text, permissions text[],
+               time_zone text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
 AS $$
-    SELECT u.id, u.tenant_id, u.username, u.password_hash, u.permissions FROM console_users u
+    SELECT u.id, u.tenant_id, u.username, u.password_hash, u.permissions, t.time_zone
+      FROM console_users u JOIN tenants t ON t.id = u.tenant_id
      WHERE lower(u.username) = lower(p_username) AND u.disabled_at IS NULL
 $$;
