@@ -227,6 +227,9 @@ SELECT (SELECT count(*) FROM employees WHERE tenant_id = %(tenant)s) AS employee
 SELECT backfill_state, backfill_processed, backfill_checkpoint->>'phase' AS phase
   FROM links WHERE id = %(link_id)s;
 
+-- name: fairness_link_error
+SELECT backfill_state, backfill_error FROM links WHERE id = %(link_id)s;
+
 -- name: fairness_receipts
 -- When the result worker's transaction that took each of B's webhooks began (now() in it).
 SELECT webhook_id, extract(epoch FROM processed_at)::float8 AS at

@@ -137,6 +137,10 @@ def _window(run: Run, label: str, *, port: int, url: str, tenant_b: int, listene
     cpu = cpu_usage(before, cpu_snapshot(), sessions)
     with sampler.lock:
         depths, waits, samples = list(sampler.depths), dict(sampler.waits), sampler.samples
+        points = [progress_before, *sampler.progress, progress_after]
+    # A's rate while its backfill ran (until it finished its units, or stopped, if it did).
+    running = [pt for pt in points if pt[2] == "running" and pt[3] == "units"] or [progress_before]
+    last_running = running[-1]
     expected = [w for w, _, passed in reqs if passed]
     deadline = time.monotonic() + 30
     while sum(1 for w in expected if w in listener.seen) < len(expected) and time.monotonic() < deadline:
@@ -152,8 +156,8 @@ def _window(run: Run, label: str, *, port: int, url: str, tenant_b: int, listene
     statuses: dict[str, int] = {}
     for _t, status in answered.values():
         statuses[str(status)] = statuses.get(str(status), 0) + 1
-    done = progress_after[1] - progress_before[1]
-    span = progress_after[0] - progress_before[0]
+    done = last_running[1] - progress_before[1]
+    span = last_running[0] - progress_before[0]
     fig = {
         "rate": rate, "seconds": seconds, "sent": len(reqs), "send_s": round(send_s, 2), "statuses": statuses,
         "grant_webhooks": len(expected), "granted_seen": len(lat),
@@ -165,6 +169,7 @@ def _window(run: Run, label: str, *, port: int, url: str, tenant_b: int, listene
         "backend_waits": {"samples": samples, "by_process": waits},
         "backfill": {"processed_before": progress_before[1], "processed_after": progress_after[1],
                      "state_after": progress_after[2], "phase_after": progress_after[3],
+                     "running_s": round(span, 1),
                      "results_per_s": round(done / span, 1) if span > 0 else None},
         "cpu": cpu, "machine_busy_pct": busy_pct(cpu),
     }
@@ -258,9 +263,14 @@ def measure(run: Run, template: str, *, results: int, rate: float, seconds: floa
                                          listener=listener, sampler=sampler, rate=rate, seconds=seconds,
                                          first_employee=20_000, sessions=sessions)
         d = out["during_backfill"]
-        if d["backfill"]["state_after"] != "running" or d["backfill"]["phase_after"] != "units":
+        if d["backfill"]["state_after"] != "running":
             out["note"] = (f"A's backfill was {d['backfill']['state_after']} ({d['backfill']['phase_after']}) "
                            "at the end of B's window: it did not run the whole window")
+            with psycopg.connect(url, row_factory=dict_row) as conn:
+                out["backfill_error"] = dict(conn.execute(data.q("fairness_link_error"),
+                                                          {"link_id": link_id}).fetchone())
+            out["backfill_worker_log"] = run.log_tail("fairness-backfill", 40)
+            say(f"  fairness: {out['note']}: {out['backfill_error']}\n{out['backfill_worker_log']}")
         for label, proc in procs.items():
             if proc.poll() is not None:
                 raise RuntimeError(f"the {label} exited with {proc.returncode}")
