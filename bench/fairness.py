@@ -153,6 +153,13 @@ def _window(run: Run, label: str, *, port: int, url: str, tenant_b: int, listene
     answer = [1000 * (answered[w][0] - scheduled[w]) for w in seen if w in answered]
     queue = [1000 * (began[w] - answered[w][0]) for w in seen if w in answered and w in began]
     db = [1000 * (listener.seen[w] - began[w]) for w in seen if w in began]
+    # When the slow ones were sent (second of the window): one stall, or spread out?
+    t0 = min(scheduled.values())
+    slow: dict[int, int] = {}
+    for w in seen:
+        if w in answered and 1000 * (answered[w][0] - scheduled[w]) > 250:
+            sec = int(scheduled[w] - t0)
+            slow[sec] = slow.get(sec, 0) + 1
     statuses: dict[str, int] = {}
     for _t, status in answered.values():
         statuses[str(status)] = statuses.get(str(status), 0) + 1
@@ -165,6 +172,7 @@ def _window(run: Run, label: str, *, port: int, url: str, tenant_b: int, listene
         "max_ms": round(max(lat), 1) if lat else None,
         "parts_ms": {name: {"p50": _pct(v, 50), "p99": _pct(v, 99), "max": round(max(v), 1) if v else None}
                      for name, v in (("answer", answer), ("queue", queue), ("database", db))},
+        "answers_over_250ms_by_second": dict(sorted(slow.items())),
         "queue_depth_max": max(depths, default=None), "queue_depth_samples": len(depths),
         "backend_waits": {"samples": samples, "by_process": waits},
         "backfill": {"processed_before": progress_before[1], "processed_after": progress_after[1],

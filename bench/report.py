@@ -307,7 +307,9 @@ def _fairness_notes(fair: dict) -> list[str]:
         f"- **Where B's latency goes** (sent -> 202 answer; answer -> start of the result worker's "
         f"transaction, i.e. the broker queue and the worker's batch wait; that start -> grant visible, "
         f"the database): without a backfill {parts(b)}; during it {parts(d)}. Deepest B events queue seen "
-        f"(sampled every 0.5 s): {b['queue_depth_max']} without, {d['queue_depth_max']} during.",
+        f"(ready messages, sampled every 0.5 s): {b['queue_depth_max']} without, {d['queue_depth_max']} during. "
+        f"Answers over 250 ms by the second of the window they were sent in (second: count): without "
+        f"{b.get('answers_over_250ms_by_second')}; during {d.get('answers_over_250ms_by_second')}.",
         f"- **What the database backends did** (active backends of this run's database per sample, by "
         f"process and wait; CPU = running): without a backfill {waits(b)}; during it {waits(d)}.",
         f"- **CPU seconds by component** during B's window: without a backfill {b['cpu']['by_component']}; "
