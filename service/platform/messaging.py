@@ -484,7 +484,7 @@ class BrokerConsumer:
         `receive`), then send ours when due. py-amqp counts only frames it has read: without the
         read it declares the connection dead (ConnectionForced, "Too many heartbeats missed")
         after two heartbeat intervals of work, however alive the broker is, which stopped every
-        backfill in the backfill worker after 60 s (bench/README.md, part 7)."""
+        backfill in the backfill worker after 60 s (docs/processes.md, "The backfill")."""
         try:
             self._conn.drain_events(timeout=0)
         except socket.timeout:

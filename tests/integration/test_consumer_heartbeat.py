@@ -1,5 +1,6 @@
 """A consumer busy with long work (a backfill) keeps its broker connection alive by
-heartbeating, however many heartbeat intervals the work takes (bench/README.md, part 7)."""
+heartbeating, however many heartbeat intervals the work takes (docs/processes.md, "The
+backfill")."""
 from __future__ import annotations
 
 import time
