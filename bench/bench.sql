@@ -194,3 +194,57 @@ SELECT (SELECT count(*) FROM coverage_active_edges) AS active_edges,
        (SELECT count(*) FROM coverage_latest_grants) AS latest_grants,
        (SELECT count(*) FROM grants) AS grants,
        (SELECT count(*) FROM grants WHERE revoked_at IS NOT NULL) AS revoked;
+
+-- name: fairness_tenant_competences
+-- Fairness (part 7): tenant B's own tree, made on a session whose app.tenant_id is B's (every
+-- row's tenant_id defaults to it): a main group, a group and %(linked)s competences, their ids
+-- from the sequence (competence ids are unique across tenants).
+WITH top AS (
+    INSERT INTO competences (parent_id, name, kind) VALUES (NULL, 'Bench B', 'main_group') RETURNING id
+), grp AS (
+    INSERT INTO competences (parent_id, name, kind) SELECT id, 'Bench B group', 'group' FROM top RETURNING id
+)
+INSERT INTO competences (parent_id, name, kind, default_valid_days)
+SELECT grp.id, 'Competence ' || g, 'competence', CASE WHEN g %% 2 = 0 THEN 365 END
+  FROM grp, generate_series(1, %(linked)s) AS g;
+
+-- name: fairness_tenant_links
+-- B's course number g grants its competences 1 + 2g and 2 + 2g, as seed_links does for A.
+INSERT INTO links (course_id, competence_id, created_by, backfill_state)
+SELECT %(first_course)s + g, c.id, 'bench', 'done'
+  FROM generate_series(0, %(courses)s - 1) AS g
+ CROSS JOIN generate_series(0, %(per_course)s - 1) AS k
+  JOIN competences c ON c.tenant_id = app_tenant() AND c.kind = 'competence'
+                    AND c.name = 'Competence ' || (1 + %(per_course)s * g + k);
+
+-- name: fairness_tenant_rows
+-- What B holds after seeding (the owner sees every tenant's rows: filtered here).
+SELECT (SELECT count(*) FROM employees WHERE tenant_id = %(tenant)s) AS employees,
+       (SELECT count(*) FROM courses WHERE tenant_id = %(tenant)s) AS courses,
+       (SELECT count(*) FROM links WHERE tenant_id = %(tenant)s) AS links;
+
+-- name: fairness_link_progress
+SELECT backfill_state, backfill_processed, backfill_checkpoint->>'phase' AS phase
+  FROM links WHERE id = %(link_id)s;
+
+-- name: fairness_link_error
+SELECT backfill_state, backfill_error FROM links WHERE id = %(link_id)s;
+
+-- name: fairness_receipts
+-- When the result worker's transaction that took each of B's webhooks began (now() in it).
+SELECT webhook_id, extract(epoch FROM processed_at)::float8 AS at
+  FROM webhook_receipts WHERE tenant_id = %(tenant)s AND webhook_id LIKE %(like)s;
+
+-- name: fairness_waits
+-- What this run's database backends are doing right now, by process (PGAPPNAME of each;
+-- CPU: active and waiting on nothing).
+SELECT coalesce(nullif(application_name, ''), '-') AS process,
+       coalesce(wait_event_type || ':' || wait_event, 'CPU') AS what, count(*) AS n
+  FROM pg_stat_activity
+ WHERE datname = %(db)s AND state = 'active' AND pid <> pg_backend_pid()
+ GROUP BY 1, 2;
+
+-- name: fairness_bind_tenant
+-- The session's tenant (as service/platform/db.py sets it on each checkout): the rows made next
+-- default to it.
+SELECT set_config('app.tenant_id', %(tenant)s, false);

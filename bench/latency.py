@@ -26,15 +26,16 @@ from bench import data, rabbit
 from bench.common import BIN, HOST, SECRET, Run, cpu_snapshot, cpu_usage, free_port, say, wait_port
 
 
-def _requests(port: int, count: int, tag: str, first_employee: int = 0) -> list[tuple[str, bytes, bool]]:
-    signer = Webhook(SECRET)
+def _requests(port: int, count: int, tag: str, first_employee: int = 0, *,
+              path: str = "/webhooks/infocaption", secret: str = SECRET) -> list[tuple[str, bytes, bool]]:
+    signer = Webhook(secret)
     now = datetime.now(timezone.utc)
     stamp = str(int(now.timestamp()))
     out = []
     for webhook_id, body in data.webhook_bodies(count, tag=tag, first_employee=first_employee):
         text = json.dumps(body, separators=(",", ":"))
         raw = text.encode()
-        head = (f"POST /webhooks/infocaption HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+        head = (f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(raw)}\r\n"
                 f"webhook-id: {webhook_id}\r\nwebhook-timestamp: {stamp}\r\n"
                 f"webhook-signature: {signer.sign(webhook_id, now, text)}\r\n\r\n").encode()

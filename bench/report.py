@@ -79,6 +79,17 @@ def rows(results: dict) -> list[dict]:
                 out.append({"key": key, "measured": f"p50 {_fmt(t['p50_ms'], 1)} ms, p95 {_fmt(t['p95_ms'], 1)} ms "
                                                     f"({t['n']} calls of `{t['path']}`)",
                             "baseline": f"{_fmt(rep['grants'])} grants", "value": t["p95_ms"]})
+    fair = results.get("fairness")
+    if fair and "during_backfill" in fair:
+        d, b = fair["during_backfill"], fair["baseline"]
+        out.append({"key": "fairness",
+                    "measured": f"p50 {_fmt(d['p50_ms'], 1)} ms, p99 {_fmt(d['p99_ms'], 1)} ms "
+                                f"({_fmt(d['granted_seen'])}/{_fmt(d['grant_webhooks'])} grants seen) while A's "
+                                f"backfill stored {_fmt(d['backfill']['results_per_s'])} results/s "
+                                f"(alone before: {_fmt(fair['backfill_alone']['results_per_s'])} results/s)",
+                    "baseline": f"no backfill: p50 {_fmt(b['p50_ms'], 1)} ms, p99 {_fmt(b['p99_ms'], 1)} ms; "
+                                f"{_fmt(d['rate'])} webhooks/s for {_fmt(d['seconds'])} s each",
+                    "value": d["p99_ms"]})
     return out
 
 
@@ -103,7 +114,7 @@ def write(base: Path, results: dict, meta: dict, targets: dict) -> None:
     for row in summary:
         met = {True: "yes", False: "**no**", None: "–"}[row["met"]]
         lines.append(f"| {row['figure']} | {row['measured']} | {row['baseline']} | "
-                     f"{_fmt(row['value'], 2 if row['key'] != 'latency' else 1)} | {row['target']} | {met} |")
+                     f"{_fmt(row['value'], 2 if row['key'] not in ('latency', 'fairness') else 1)} | {row['target']} | {met} |")
     if meta["errors"]:
         lines += ["", "**Parts that crashed:** " + "; ".join(f"part {k}: {v}" for k, v in meta["errors"].items())]
     lines += ["", "## Notes", ""]
@@ -265,4 +276,49 @@ def _notes(results: dict, cpus: int = 2) -> list[str]:
                 f"{lim['backfill_process_us_per_result']} µs, the rest the simulator); the pages are stored as units that each process takes "
                 f"whole, then the grants are decided in completion order ({lim['cores_busy']} cores busy on average). Even spread perfectly over {cpus} cores that is "
                 f"~{lim['max_rate_all_cores']:,} results/s, {lim['best_possible_ratio']} x the read-only rate.")
+    fair = results.get("fairness")
+    if fair and "during_backfill" in fair:
+        notes += _fairness_notes(fair)
+    return notes
+
+
+def _fairness_notes(fair: dict) -> list[str]:
+    b, d = fair["baseline"], fair["during_backfill"]
+
+    def parts(w: dict) -> str:
+        return ", ".join(f"{k} p50 {v['p50']} / p99 {v['p99']} ms" for k, v in w["parts_ms"].items())
+
+    def waits(w: dict) -> str:
+        n = max(w["backend_waits"]["samples"], 1)
+        out = []
+        for process, by in sorted(w["backend_waits"]["by_process"].items()):
+            top = sorted(by.items(), key=lambda kv: -kv[1])[:4]
+            out.append(f"{process}: " + ", ".join(f"{what} {count / n:.2f}" for what, count in top))
+        return "; ".join(out) or "none active"
+
+    notes = [
+        f"- **Fairness.** Two tenants on one deployment (web, `worker --queue events`, `worker --queue backfill`): "
+        f"A (`default`) backfills a link over {fair['results']:,} historical results from its own simulator "
+        f"process; B (`{fair['tenant_b']}`, own simulator, secret, tree, courses, links and employees) gets "
+        f"webhooks at `/webhooks/infocaption/{fair['tenant_b']}` from the open-loop sender. Window without a "
+        f"backfill: {b['sent']:,} sent, answers {b['statuses']}, machine {b['machine_busy_pct']} % busy; "
+        f"window during A's backfill: {d['sent']:,} sent, answers {d['statuses']}, machine "
+        f"{d['machine_busy_pct']} % busy; A's backfill stored its pages (phase units) for "
+        f"{d['backfill'].get('running_s')} s of B's window, "
+        f"{d['backfill']['processed_after'] - d['backfill']['processed_before']:,} results, and was "
+        f"{d['backfill']['state_after']} (phase {d['backfill']['phase_after']}: the sweep decides the grants) "
+        f"at the window's end, {d['backfill']['processed_after']:,} results stored in all; its results/s are "
+        "over the units phase."
+        + (f" {fair['note']}." if fair.get("note") else ""),
+        f"- **Where B's latency goes** (sent -> 202 answer; answer -> start of the result worker's "
+        f"transaction, i.e. the broker queue and the worker's batch wait; that start -> grant visible, "
+        f"the database): without a backfill {parts(b)}; during it {parts(d)}. Deepest B events queue seen "
+        f"(ready messages, sampled every 0.5 s): {b['queue_depth_max']} without, {d['queue_depth_max']} during. "
+        f"Answers over 250 ms by the second of the window they were sent in (second: count): without "
+        f"{b.get('answers_over_250ms_by_second')}; during {d.get('answers_over_250ms_by_second')}.",
+        f"- **What the database backends did** (active backends of this run's database per sample, by "
+        f"process and wait; CPU = running): without a backfill {waits(b)}; during it {waits(d)}.",
+        f"- **CPU seconds by component** during B's window: without a backfill {b['cpu']['by_component']}; "
+        f"during it {d['cpu']['by_component']}.",
+    ]
     return notes

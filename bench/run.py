@@ -1,6 +1,6 @@
 """`make bench`: measure the service against its ceilings in one run; write bench/results/.
 
-    python -m bench.run [--parts 1,2,3,4,5,6] [--quick] [--profile]
+    python -m bench.run [--parts 1,2,3,4,5,6,7] [--quick] [--profile]
 
 Every figure that matters is a ratio against a baseline measured in the same run, on the same
 data (see bench/README.md). The benchmark reports; it asserts nothing. It exits non-zero only
@@ -31,6 +31,7 @@ FULL = {
     "latency_low_rate": 250, "latency_low_seconds": 15,
     "backfill_results": 1_000_000,
     "reports_repeats": 50, "reports_competences": 50,
+    "fairness_results": 1_000_000, "fairness_rate": 100, "fairness_seconds": 60, "fairness_alone_s": 10,
 }
 QUICK = {
     "ingest_seconds": 5, "ingest_warmup": 1, "ingest_connections": 32, "ingest_pool": 30_000,
@@ -40,6 +41,7 @@ QUICK = {
     "latency_low_rate": 100, "latency_low_seconds": 3,
     "backfill_results": 20_000,
     "reports_repeats": 10, "reports_competences": 2,
+    "fairness_results": 100_000, "fairness_rate": 100, "fairness_seconds": 10, "fairness_alone_s": 3,
 }
 
 TARGETS = {
@@ -55,6 +57,7 @@ TARGETS = {
     "console_links": ("console links page p95 at 10 M grants (6), ms", "<", 100),
     "console_employee": ("console employee profile p95 at 10 M grants (6), ms", "<", 100),
     "console_expiring": ("console expiring report p95 at 10 M grants (6), ms", "<", 100),
+    "fairness": ("tenant B's p99 webhook -> grant at 100/s during tenant A's backfill (7), ms", "<", 250),
 }
 
 
@@ -167,8 +170,18 @@ def part_reports(run: Run, cfg: dict, results: dict, template: str) -> None:
                                          competences=cfg["reports_competences"])
 
 
+def part_fairness(run: Run, cfg: dict, results: dict, template: str) -> None:
+    from bench import fairness
+
+    say(f"part 7: fairness (tenant B's webhooks at {cfg['fairness_rate']}/s while tenant A backfills "
+        f"{cfg['fairness_results']:,} results)")
+    results["fairness"] = fairness.measure(run, template, results=cfg["fairness_results"],
+                                           rate=cfg["fairness_rate"], seconds=cfg["fairness_seconds"],
+                                           alone_s=cfg["fairness_alone_s"])
+
+
 PARTS = {"1": part_ingest, "2": part_worker, "5": part_growth, "4": part_latency, "3": part_backfill,
-         "6": part_reports}
+         "6": part_reports, "7": part_fairness}
 
 
 def _git(*args: str) -> str:

@@ -479,6 +479,16 @@ class BrokerConsumer:
             return False
 
     def heartbeat(self) -> None:
+        """Keep the connection alive during long work: read what the broker sent first (its
+        heartbeats; a delivery goes to the callback and waits for the next batch, as with
+        `receive`), then send ours when due. py-amqp counts only frames it has read: without the
+        read it declares the connection dead (ConnectionForced, "Too many heartbeats missed")
+        after two heartbeat intervals of work, however alive the broker is, which stopped every
+        backfill in the backfill worker after 60 s (docs/processes.md, "The backfill")."""
+        try:
+            self._conn.drain_events(timeout=0)
+        except socket.timeout:
+            pass
         self._conn.heartbeat_check()
 
     def claim(self, conn, deliveries: list[Delivery]) -> list[Delivery]:
