@@ -18,7 +18,7 @@ import psycopg
 from kombu import Consumer
 
 from service.platform import config as config_mod
-from service.platform import db, messaging
+from service.platform import db, messaging, tenancy
 from service.people.email import normalize_email
 
 BATCH = 500
@@ -65,6 +65,10 @@ def main(mode: str) -> None:
     # The service's session settings (service/db: SESSION_OPTIONS), so that the same SQL is
     # planned the same way.
     conn = psycopg.connect(settings.database_url, options=db.connect_kwargs(settings.database_url)["options"])
+    # As the worker runs: the application's role, the tenant bound, row-level security applied
+    # (docs/tenants.md); the owner would plan the same SQL differently.
+    db.use_app_role(conn)
+    db.bind_tenant(conn, tenancy.DEFAULT_ID)
     topo = messaging.topology(settings)
     buffer: list = []
     with messaging.connection(settings) as broker:

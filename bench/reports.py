@@ -19,7 +19,7 @@ import psycopg
 
 from bench.common import Run, db_url, say
 from bench.data import EMPLOYEES, q
-from service.platform import db
+from service.platform import db, tenancy
 
 COMPETENCES = 50  # x 100,000 employees x 2 periods = 10,000,000 grants (--quick: 2)
 TZ = ZoneInfo("Europe/Stockholm")
@@ -34,7 +34,7 @@ def build(url: str, today, competences: int = COMPETENCES) -> dict:
         conn.execute(q("reports_drop_grant_indexes"))
         conn.execute(q("reports_drop_other_indexes"))
         conn.execute(q("reports_insert_grants"), {"competences": competences, "today": today})
-        for name in ("reports_restore_grant_indexes", "reports_restore_pair_index",
+        for name in ("reports_restore_pair_index",
                      "reports_restore_competence_index", "reports_restore_expiring_index"):
             conn.execute(q(name))
         conn.execute("SELECT setval('grants_id_seq', (SELECT max(id) FROM grants))")
@@ -69,12 +69,15 @@ def _plans(url: str, today, employee: int, competence: int) -> dict:
         "coverage page (report_coverage_page)": ("report_coverage_page", {
             "today": today, "within_days": 90, "limit": 20, "offset": 0}),
         "one employee's grants (admin_grants_page)": ("admin_grants_page", {
-            "employee_id": employee, "competence_id": None, "limit": 20, "offset": 0}),
+            "employee_id": employee, "competence_id": None, "status": None, "id": None,
+            "day": today, "limit": 20, "offset": 0}),
         "one employee's grants, total (admin_grants_count)": ("admin_grants_count", {
-            "employee_id": employee, "competence_id": None}),
+            "employee_id": employee, "competence_id": None, "status": None, "id": None,
+            "day": today}),
     }
     out = {}
-    with db.connect(url) as conn:
+    # As the application runs them: its role, the tenant bound, row-level security applied.
+    with db.tenant_connection(url, tenancy.DEFAULT_ID) as conn:
         for label, (name, params) in statements.items():
             rows = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + db.q(name), params).fetchall()
             out[label] = "\n".join(r["QUERY PLAN"] for r in rows)
@@ -91,7 +94,7 @@ def _console_pages(client, pool, employees: list[int], repeats: int) -> dict:
     from service.access.tokens import PERMISSIONS
     from service.console import users
 
-    with pool.connection() as conn:
+    with tenancy.scope(tenancy.DEFAULT_ID), pool.connection() as conn:  # the bench's organisation
         users.ensure_user(conn, "bench-console", "bench-console-password", list(PERMISSIONS), actor="bench")
     token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True))[1]
     signed_in = client.post("/login", data={"username": "bench-console", "password": "bench-console-password",
@@ -140,7 +143,7 @@ def measure(run: Run, template: str, *, repeats: int = 50, competences: int = CO
     pool = db.make_pool(url, max_size=2, name="bench-reports")
     pool.wait(timeout=30)
     try:
-        with pool.connection() as conn:
+        with tenancy.scope(tenancy.DEFAULT_ID), pool.connection() as conn:  # the bench's organisation
             token = tokens.create(conn, "bench-reports", [INTEGRATIONS], actor="bench")
             competence = conn.execute("SELECT min(competence_id) AS c FROM grants").fetchone()["c"]
         app = create_app(settings, pool=pool, publisher=_QueuesNothing())
