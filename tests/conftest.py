@@ -232,6 +232,22 @@ def dumps(body: dict) -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
+def stop_group(proc, timeout: float = 30.0) -> bool:
+    """SIGTERM a process group (honcho and its processes), SIGKILL it after `timeout`; tell
+    whether it stopped on SIGTERM."""
+    import signal
+    import subprocess
+
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return False
+
+
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, message: str = "condition"):
     """Poll until predicate() is truthy; fail with `message` after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -21,7 +21,7 @@ from service.platform.messaging import PublishError
 from service.platform.metrics import WEBHOOKS
 from service.ingest import message
 from service.ingest.schema import escape_text, escape_tree, parse_event
-from service.tenants.tenants import Directory, Tenant
+from service.tenants.tenants import Directory, Tenant, default_tenant
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__)
@@ -77,11 +77,7 @@ def _tenant(slug: str | None) -> Tenant | None:
     from the environment and needs no database; the others are read through a Directory."""
     svc = services()
     if slug is None:
-        s = svc.settings
-        return Tenant(id=tenancy.DEFAULT_ID, slug=tenancy.DEFAULT_SLUG, name=tenancy.DEFAULT_SLUG,
-                      infocaption_base_url=s.infocaption_base_url,
-                      client_id=s.infocaption_client_id, time_zone=s.time_zone, active=True,
-                      webhook_secrets=s.webhook_secrets)
+        return default_tenant(svc.settings)
     extensions = current_app.extensions
     if DIRECTORY_KEY not in extensions:
         extensions.setdefault(DIRECTORY_KEY, Directory(svc.settings, svc.pool))

@@ -108,7 +108,7 @@ def create_tenant(data):
     except NotConfigured as exc:
         abort(503, message=str(exc))
     with svc.pool.connection() as conn:
-        return next(t for t in tenants.list_public(conn) if t["id"] == new_id)
+        return tenants.public_by_id(conn, new_id)
 
 
 @blp.get("/platform/queues")

@@ -31,6 +31,10 @@ class TenantError(ValueError):
     """A tenant cannot be made or changed as asked (the message says why)."""
 
 
+# What may be shown of a tenant (never its secrets).
+PUBLIC = ("id", "slug", "name", "infocaption_base_url", "client_id", "time_zone", "active")
+
+
 @dataclass(frozen=True)
 class Tenant:
     id: int
@@ -48,20 +52,23 @@ class Tenant:
         return self.id == tenancy.DEFAULT_ID
 
     def public(self) -> dict:
-        """What may be shown of a tenant: never its secrets."""
-        return {"id": self.id, "slug": self.slug, "name": self.name,
-                "infocaption_base_url": self.infocaption_base_url, "client_id": self.client_id,
-                "time_zone": self.time_zone, "active": self.active,
-                "webhook_secrets": len(self.webhook_secrets)}
+        """What may be shown of a tenant: never its secrets, only how many webhook secrets."""
+        return {k: getattr(self, k) for k in PUBLIC} | {"webhook_secrets": len(self.webhook_secrets)}
+
+
+def default_tenant(settings: Settings, *, name: str = tenancy.DEFAULT_SLUG,
+                   active: bool = True) -> Tenant:
+    """The tenant `default` as the environment configures it (no database needed)."""
+    return Tenant(id=tenancy.DEFAULT_ID, slug=tenancy.DEFAULT_SLUG, name=name,
+                  infocaption_base_url=settings.infocaption_base_url,
+                  client_id=settings.infocaption_client_id, time_zone=settings.time_zone,
+                  active=active, client_secret=settings.infocaption_client_secret,
+                  webhook_secrets=settings.webhook_secrets)
 
 
 def _from_row(row: dict, settings: Settings) -> Tenant:
     if row["id"] == tenancy.DEFAULT_ID:
-        return Tenant(id=row["id"], slug=row["slug"], name=row["name"],
-                      infocaption_base_url=settings.infocaption_base_url,
-                      client_id=settings.infocaption_client_id, time_zone=settings.time_zone,
-                      active=row["active"], client_secret=settings.infocaption_client_secret,
-                      webhook_secrets=settings.webhook_secrets)
+        return default_tenant(settings, name=row["name"], active=row["active"])
     kept = {}
     if row["secrets"]:
         try:
@@ -93,10 +100,13 @@ def all_tenants(conn: psycopg.Connection, settings: Settings) -> list[Tenant]:
 
 def list_public(conn: psycopg.Connection) -> list[dict]:
     """Every tenant as it may be shown, without decrypting anything."""
-    rows = conn.execute(db.q("tenant_list")).fetchall()
-    return [{"id": r["id"], "slug": r["slug"], "name": r["name"],
-             "infocaption_base_url": r["infocaption_base_url"], "client_id": r["client_id"],
-             "time_zone": r["time_zone"], "active": r["active"]} for r in rows]
+    return [{k: r[k] for k in PUBLIC} for r in conn.execute(db.q("tenant_list")).fetchall()]
+
+
+def public_by_id(conn: psycopg.Connection, tenant_id: int) -> dict | None:
+    """One tenant as it may be shown."""
+    row = conn.execute(db.q("tenant_by_id"), {"id": tenant_id}).fetchone()
+    return {k: row[k] for k in PUBLIC} if row else None
 
 
 def _secrets_text(settings: Settings, secrets: dict) -> str:

@@ -8,7 +8,6 @@ what it needs through the domain functions.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -20,7 +19,7 @@ import requests
 
 from service.access.tokens import INTEGRATIONS, SETTINGS
 from service.platform import config as config_mod
-from tests.conftest import SECRET, SECRET_KEY, delete_queues, wait_for
+from tests.conftest import SECRET, SECRET_KEY, delete_queues, stop_group, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -161,12 +160,7 @@ def stack(database_url, broker_url, simulator, tmp_path_factory):
     try:
         yield base
     finally:
-        os.killpg(honcho.pid, signal.SIGTERM)
-        try:
-            honcho.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(honcho.pid, signal.SIGKILL)
-            honcho.wait()
+        stop_group(honcho)
         delete_queues(config_mod.load(env))
 
 

@@ -7,7 +7,6 @@ platform stops them: SIGTERM to the process group.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pytest
 import requests
 
 from service.platform import config as config_mod
-from tests.conftest import SECRET, SECRET_KEY, completed_event, delete_queues, dumps, sign, wait_for
+from tests.conftest import SECRET, SECRET_KEY, completed_event, delete_queues, dumps, sign, stop_group, wait_for
 from tests.integration.ops.metrics_util import add_employee, parse, seed_course_link, value
 from tests.unit.ops.sentry_util import ANY_EMAIL
 
@@ -108,12 +107,7 @@ def test_procfile_processes_turn_a_webhook_into_a_grant(conn, procfile_env, tmp_
         assert value(samples, "cb_results", tenant="default", status="granted") == 4
         assert value(samples, "cb_grants", tenant="default", source="webhook") == 1
     finally:
-        os.killpg(honcho.pid, signal.SIGTERM)
-        try:
-            honcho.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(honcho.pid, signal.SIGKILL)
-            honcho.wait()
+        if not stop_group(honcho):
             raise AssertionError(f"honcho did not stop on SIGTERM:\n{log_path.read_text()[-3000:]}")
 
     # Every process of the group is gone, and none of them wrote a raw email.
