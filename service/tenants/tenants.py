@@ -47,10 +47,6 @@ class Tenant:
     client_secret: str = field(repr=False, default="")
     webhook_secrets: tuple[str, ...] = field(repr=False, default=())
 
-    @property
-    def is_default(self) -> bool:
-        return self.id == tenancy.DEFAULT_ID
-
     def public(self) -> dict:
         """What may be shown of a tenant: never its secrets, only how many webhook secrets."""
         return {k: getattr(self, k) for k in PUBLIC} | {"webhook_secrets": len(self.webhook_secrets)}
