@@ -246,11 +246,12 @@ def init_sentry(dsn: str | None, process: str, environment: str = "production", 
     return True
 
 
-WEBHOOK_PATH = "/webhooks/infocaption"
+WEBHOOK_PATH = "/webhooks/infocaption"  # the tenant `default`'s; another's is WEBHOOK_PATH/<slug>
+_TENANT_WEBHOOKS = WEBHOOK_PATH + "/"
 
 
 class AccessLogger(_GunicornLogger):
-    """gunicorn's logger, without an access line for each accepted webhook.
+    """gunicorn's logger, without an access line for each accepted webhook, of any tenant.
 
     An accepted webhook is logged once where it matters, by the worker ("event handled", with
     its webhook id and outcome), and counted in cb_webhooks_total; a JSON access line for each
@@ -259,6 +260,6 @@ class AccessLogger(_GunicornLogger):
     """
 
     def access(self, resp, req, environ, request_time):
-        if resp.status_code == 202 and req.path == WEBHOOK_PATH:
+        if resp.status_code == 202 and (req.path == WEBHOOK_PATH or req.path.startswith(_TENANT_WEBHOOKS)):
             return
         super().access(resp, req, environ, request_time)

@@ -109,8 +109,10 @@ def test_gunicorn_logs_every_request_but_accepted_webhooks(monkeypatch):
     for method, path, status in [("POST", "/webhooks/infocaption", 202),
                                  ("POST", "/webhooks/infocaption", 401),
                                  ("POST", "/webhooks/infocaption", 503),
+                                 ("POST", "/webhooks/infocaption/kommun-b", 202),
+                                 ("POST", "/webhooks/infocaption/kommun-b", 404),
                                  ("GET", "/healthz", 200),
                                  ("POST", "/api/v1/links", 202)]:
         logger.access(SimpleNamespace(status_code=status), SimpleNamespace(method=method, path=path), {}, None)
     assert logged == [("POST", "/webhooks/infocaption", 401), ("POST", "/webhooks/infocaption", 503),
-                      ("GET", "/healthz", 200), ("POST", "/api/v1/links", 202)]
+                      ("POST", "/webhooks/infocaption/kommun-b", 404), ("GET", "/healthz", 200), ("POST", "/api/v1/links", 202)]
