@@ -236,11 +236,12 @@ def kill_worker_ten_times(name: str, s, database_url: str, seed_no: int, **notes
 
 
 SECOND = "kommun-b"
+PER_TENANT = 5_000  # events each tenant sends in the two-tenant scenarios
 SECOND_SECRET = "whsec_" + base64.b64encode(b"the second tenant's chaos secret").decode()
 
 
 def two_tenants_worker_killed(name: str, s, database_url: str, seed_no: int) -> list[dict]:
-    """Two tenants whose simulators use the same course ids and the same emails, 10,000
+    """Two tenants whose simulators use the same course ids and the same emails, PER_TENANT
     events each at 200/s at once, while the worker is SIGKILLed ten times: per tenant 0 lost,
     0 duplicated, 0 crossed (each tenant's results are its own sender's only)."""
     from types import SimpleNamespace
@@ -270,9 +271,9 @@ def two_tenants_worker_killed(name: str, s, database_url: str, seed_no: int) -> 
         for t, sim in sims.items():
             sim.start_traffic(200, pass_share=0.85, unmatched_share=0.1, seed=seed_no + t)
         started = time.monotonic()
-        while any(generated(sim) < 10_000 for sim in sims.values()) or len(kills) < 10:
+        while any(generated(sim) < PER_TENANT for sim in sims.values()) or len(kills) < 10:
             for sim in sims.values():
-                if generated(sim) >= 10_000:
+                if generated(sim) >= PER_TENANT:
                     sim.stop_traffic()
             elapsed = time.monotonic() - started
             if len(kills) < 10 and elapsed >= next_kill[0]:
@@ -295,7 +296,7 @@ def two_tenants_worker_killed(name: str, s, database_url: str, seed_no: int) -> 
 
 def test_two_tenants_at_once_while_the_worker_is_sigkilled_ten_times(settings, stack, database_url):
     reset(database_url)
-    two_tenants_worker_killed("two tenants, worker SIGKILL ×10 during 2 × 10,000 events",
+    two_tenants_worker_killed(f"two tenants, worker SIGKILL ×10 during 2 × {PER_TENANT:,} events",
                               stack(WEB_CONCURRENCY=2, BATCH_SIZE=200), database_url, 12)
 
 

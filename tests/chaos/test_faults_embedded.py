@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 
 from tests.chaos.conftest import count, record
-from tests.chaos.test_faults import (generated, kill_worker_ten_times, make_sim, run_traffic, seed,
-                                    settle_and_count, two_tenants_worker_killed)
+from tests.chaos.test_faults import (PER_TENANT, generated, kill_worker_ten_times, make_sim, run_traffic,
+                                    seed, settle_and_count, two_tenants_worker_killed)
 
 DEPTH = "SELECT count(*) FROM queue_messages"
 
@@ -29,7 +29,7 @@ def test_embedded_worker_sigkilled_ten_times_during_20000_events(embedded):
 
 def test_embedded_two_tenants_at_once_while_the_worker_is_sigkilled_ten_times(embedded):
     make, url = embedded
-    name = "embedded: two tenants, worker SIGKILL ×10 during 2 × 10,000 events"
+    name = f"embedded: two tenants, worker SIGKILL ×10 during 2 × {PER_TENANT:,} events"
     two_tenants_worker_killed(name, make(WEB_CONCURRENCY=2, BATCH_SIZE=200), url, 23)
     assert count(url, DEPTH) == 0
 
