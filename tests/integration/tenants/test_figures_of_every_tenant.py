@@ -294,3 +294,23 @@ def test_the_functions_answer_the_app_role_counts_and_ids_only(many, database_ur
             owner.execute("RESET ROLE")
             owner.execute("REVOKE USAGE ON SCHEMA public FROM cb_test_outsider")
             owner.execute("DROP ROLE cb_test_outsider")
+
+
+def test_status_shows_every_tenant_together_read_through_the_same_functions(many, database_url,
+                                                                            settings):
+    from service.ops.state import database_state
+
+    events = f"{settings.queue_prefix}.events"
+    ks = [t["k"] for t in many.values()]  # 1, 2, 3 and the closed tenant's 4
+    with db.connect(database_url) as owner:  # as `competence-bridge status` reads
+        state = database_state(owner)
+    assert state.results["granted"] == sum(ks)
+    assert state.results["unmatched"] == sum(k + 1 for k in ks)
+    assert (state.unmatched_results, state.unmatched_emails) == (sum(k + 1 for k in ks), sum(ks))
+    assert state.grants["webhook"] == sum(ks)
+    assert state.dead_letters_pending == {events: sum(ks)}
+    assert state.backfill_links == {"pending": 4, "running": 4, "done": 0, "failed": 0}
+    assert state.event_deliveries == {"pending": sum(ks), "failed": 4}
+    assert [b["id"] for b in state.backfills] == sorted(
+        link for t in many.values() for link in (t["link"], t["pending_link"]))
+    assert "tenant_id" not in state.backfills[0]
