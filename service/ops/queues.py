@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 from service.ops import dead_letters as ops_dead_letters
-from service.platform import db, messaging, tenancy
+from service.platform import db, messaging
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,11 @@ def queue_overview(settings, pool, *, every_tenant: bool = False) -> dict:
     with pool.connection() as conn:
         if every_tenant:
             ids = [r["id"] for r in conn.execute(db.q("tenant_ids"))]
+            of_each = list(ops_dead_letters.pending_by_tenant(conn, ids).values())
         else:
-            ids = [] if tenancy.current() is None else [tenancy.current()]
-        by_tenant = ops_dead_letters.pending_by_tenant(conn, ids) if ids else {}
+            of_each = [ops_dead_letters.pending_dead_letters(conn)]
     pending: dict[str, int] = {}
-    for of_tenant in by_tenant.values():
+    for of_tenant in of_each:
         for name, n in of_tenant.items():
             pending[name] = pending.get(name, 0) + n
     for queue in queues:
