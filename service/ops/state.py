@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client.core import GaugeMetricFamily
 
+from service.ops import dead_letters as ops_dead_letters
 from service.platform import db, messaging, tenancy
 from service.platform.messaging import QueueStat
 
@@ -16,6 +17,7 @@ log = logging.getLogger(__name__)
 RESULT_STATUSES = ("received", "granted", "failed", "unmatched", "no_link", "course_not_published")
 BACKFILL_STATES = ("pending", "running", "done", "failed")
 GRANT_SOURCES = ("webhook", "backfill", "reconciliation", "employee_update", "manual")
+DELIVERY_STATES = ("pending", "failed")  # of outgoing events: waiting, and failed for good
 # docs/admin-api.md, "Links": processed = granted + already_held + not_passed + unmatched + errors.
 BACKFILL_COUNTS = ("total", "processed", "granted", "already_held", "not_passed", "unmatched",
                    "errors")
@@ -35,40 +37,63 @@ def queue_stats(settings, database_url: str, timeout_s: float = STATE_TIMEOUT_S)
 
 @dataclass
 class DatabaseState:
-    results: dict[str, int] = field(default_factory=dict)
-    grants: dict[str, int] = field(default_factory=dict)
+    results: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESULT_STATUSES, 0))
+    grants: dict[str, int] = field(default_factory=lambda: dict.fromkeys(GRANT_SOURCES, 0))
     unmatched_results: int = 0
     unmatched_emails: int = 0
     dead_letters_pending: dict[str, int] = field(default_factory=dict)
-    backfill_links: dict[str, int] = field(default_factory=dict)
+    backfill_links: dict[str, int] = field(default_factory=lambda: dict.fromkeys(BACKFILL_STATES, 0))
     backfills: list[dict] = field(default_factory=list)
-    event_deliveries: dict[str, int] = field(default_factory=dict)
+    event_deliveries: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DELIVERY_STATES, 0))
+
+
+def database_states(conn, tenant_ids: list[int], *, timeout_s: float = STATE_TIMEOUT_S,
+                    backfill_limit: int = BACKFILL_SERIES_LIMIT) -> dict[int, DatabaseState]:
+    """Read the counts ops watch of the tenants named, by tenant, in the caller's transaction:
+    one statement per count however many tenants there are (docs/tenants.md, "Figures of
+    every tenant"), each time-limited."""
+    conn.execute(db.q("obs_statement_timeout"), {"timeout": f"{int(timeout_s * 1000)}ms"})
+    states = {tenant_id: DatabaseState() for tenant_id in tenant_ids}
+    if not states:
+        return states
+    named = {"tenants": list(states)}
+    for row in conn.execute(db.q("obs_results_by_status"), named):
+        states[row["tenant_id"]].results[row["status"]] = row["n"]
+    for row in conn.execute(db.q("obs_grants_by_source"), named):
+        states[row["tenant_id"]].grants[row["source"]] = row["n"]
+    for row in conn.execute(db.q("obs_unmatched"), named):
+        state = states[row["tenant_id"]]
+        state.unmatched_results, state.unmatched_emails = row["results"], row["emails"]
+    for tenant_id, pending in ops_dead_letters.pending_by_tenant(conn, list(states)).items():
+        states[tenant_id].dead_letters_pending = pending
+    for row in conn.execute(db.q("obs_backfill_links_by_state"), named):
+        states[row["tenant_id"]].backfill_links[row["state"]] = row["n"]
+    for row in conn.execute(db.q("obs_backfills_unfinished"), {**named, "limit": backfill_limit}):
+        states[row.pop("tenant_id")].backfills.append(row)
+    for row in conn.execute(db.q("obs_event_deliveries"), named):
+        states[row["tenant_id"]].event_deliveries[row["state"]] = row["n"]
+    return states
 
 
 def database_state(conn, *, timeout_s: float = STATE_TIMEOUT_S,
                    backfill_limit: int = BACKFILL_SERIES_LIMIT) -> DatabaseState:
-    """Read the counts ops watch, in the caller's transaction, each statement time-limited."""
-    conn.execute(db.q("obs_statement_timeout"), {"timeout": f"{int(timeout_s * 1000)}ms"})
-    state = DatabaseState()
-    state.results = {s: 0 for s in RESULT_STATUSES}
-    for row in conn.execute(db.q("obs_results_by_status")).fetchall():
-        state.results[row["status"]] = row["n"]
-    state.grants = {s: 0 for s in GRANT_SOURCES}
-    for row in conn.execute(db.q("obs_grants_by_source")).fetchall():
-        state.grants[row["source"]] = row["n"]
-    row = conn.execute(db.q("obs_unmatched")).fetchone()
-    state.unmatched_results, state.unmatched_emails = row["results"], row["emails"]
-    state.dead_letters_pending = {
-        r["queue"]: r["n"] for r in conn.execute(db.q("obs_dead_letters_pending")).fetchall()
-    }
-    state.backfill_links = {s: 0 for s in BACKFILL_STATES}
-    for row in conn.execute(db.q("obs_backfill_links_by_state")).fetchall():
-        state.backfill_links[row["state"]] = row["n"]
-    state.backfills = conn.execute(
-        db.q("obs_backfills_unfinished"), {"limit": backfill_limit}
-    ).fetchall()
-    state.event_deliveries = {r["state"]: r["n"] for r in conn.execute(db.q("obs_event_deliveries")).fetchall()}
-    return state
+    """The counts ops watch of every tenant together (`competence-bridge status`), read as
+    database_states reads them."""
+    ids = [r["id"] for r in conn.execute(db.q("tenant_ids"))]
+    together = DatabaseState()
+    for state in database_states(conn, ids, timeout_s=timeout_s,
+                                 backfill_limit=backfill_limit).values():
+        for mine, theirs in ((together.results, state.results), (together.grants, state.grants),
+                             (together.dead_letters_pending, state.dead_letters_pending),
+                             (together.backfill_links, state.backfill_links),
+                             (together.event_deliveries, state.event_deliveries)):
+            for key, n in theirs.items():
+                mine[key] = mine.get(key, 0) + n
+        together.unmatched_results += state.unmatched_results
+        together.unmatched_emails += state.unmatched_emails
+        together.backfills.extend(state.backfills)
+    together.backfills = sorted(together.backfills, key=lambda b: b["id"])[:backfill_limit]
+    return together
 
 
 # --- the scrape-time collector --------------------------------------------------------------
@@ -126,15 +151,13 @@ class StateCollector:
         yield duration
 
     def _tenant_states(self) -> dict[str, DatabaseState]:
-        """Each active tenant's state, read bound to it (the `tenant` label of the gauges:
-        one series per tenant, docs/tenants.md)."""
+        """Each active tenant's state (the `tenant` label of the gauges: one series per
+        tenant), read in a fixed number of statements however many tenants there are."""
         with tenancy.scope(None), self.pool.connection(timeout=self.timeout_s) as conn:
             every = [(r["id"], r["slug"]) for r in conn.execute(db.q("obs_active_tenants"))]
-        states = {}
-        for tenant_id, slug in every:
-            with tenancy.scope(tenant_id), self.pool.connection(timeout=self.timeout_s) as conn:
-                states[slug] = database_state(conn, timeout_s=self.timeout_s)
-        return states
+            states = database_states(conn, [tenant_id for tenant_id, _ in every],
+                                     timeout_s=self.timeout_s)
+        return {slug: states[tenant_id] for tenant_id, slug in every}
 
     def _database_families(self, states: dict[str, DatabaseState], topo):
         def by_label(name, documentation, label, values_of):

@@ -36,6 +36,49 @@ PUBLIC = ("id", "slug", "name", "infocaption_base_url", "client_id", "time_zone"
 
 
 @dataclass(frozen=True)
+class Secrets:
+    """A tenant's client secret and webhook secrets (never logged or answered)."""
+    client_secret: str = field(repr=False, default="")
+    webhook_secrets: tuple[str, ...] = field(repr=False, default=())
+
+    def open(self) -> Secrets:
+        return self
+
+
+class Opened:
+    """Tenants' secrets decrypted when first asked for, kept by their encrypted token: each
+    token is decrypted once, and a changed secret, a new token, when it is first asked for."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._by_token: dict[str, Secrets] = {}
+
+    def open(self, slug: str, token: str) -> Secrets:
+        with self._lock:
+            found = self._by_token.get(token)
+            if found is None:
+                found = self._by_token[token] = _decrypt(self.settings, slug, token)
+            return found
+
+    def keep_only(self, tokens: set[str]) -> None:
+        """Forget the secrets no row holds any longer (replaced, or of no tenant now)."""
+        with self._lock:
+            self._by_token = {t: s for t, s in self._by_token.items() if t in tokens}
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A tenant's secrets as its row keeps them (a Fernet token), decrypted when asked for."""
+    token: str = field(repr=False)
+    slug: str = field(repr=False, compare=False)
+    opened: Opened = field(repr=False, compare=False)
+
+    def open(self) -> Secrets:
+        return self.opened.open(self.slug, self.token)
+
+
+@dataclass(frozen=True)
 class Tenant:
     id: int
     slug: str
@@ -44,8 +87,17 @@ class Tenant:
     client_id: str
     time_zone: str
     active: bool
-    client_secret: str = field(repr=False, default="")
-    webhook_secrets: tuple[str, ...] = field(repr=False, default=())
+    secrets: Secrets | Sealed = field(repr=False, default=Secrets())
+
+    @property
+    def client_secret(self) -> str:
+        """The InfoCaption client secret (a kept one is decrypted when first asked for)."""
+        return self.secrets.open().client_secret
+
+    @property
+    def webhook_secrets(self) -> tuple[str, ...]:
+        """The webhook secrets (kept ones are decrypted when first asked for)."""
+        return self.secrets.open().webhook_secrets
 
     def public(self) -> dict:
         """What may be shown of a tenant: never its secrets, only how many webhook secrets."""
@@ -58,26 +110,32 @@ def default_tenant(settings: Settings, *, name: str = tenancy.DEFAULT_SLUG,
     return Tenant(id=tenancy.DEFAULT_ID, slug=tenancy.DEFAULT_SLUG, name=name,
                   infocaption_base_url=settings.infocaption_base_url,
                   client_id=settings.infocaption_client_id, time_zone=settings.time_zone,
-                  active=active, client_secret=settings.infocaption_client_secret,
-                  webhook_secrets=settings.webhook_secrets)
+                  active=active, secrets=Secrets(settings.infocaption_client_secret,
+                                                 settings.webhook_secrets))
 
 
-def _from_row(row: dict, settings: Settings) -> Tenant:
+def _decrypt(settings: Settings, slug: str, token: str) -> Secrets:
+    try:
+        kept = json.loads(crypto.decrypt(settings.encryption_keys, token, WHAT))
+    except crypto.NotConfigured as exc:
+        # This tenant only goes without its secrets (its webhooks are 401, its InfoCaption
+        # unreachable) until the key is right; the others are not held up by it.
+        log.warning("tenant %s: %s", slug, exc)
+        return Secrets()
+    return Secrets(kept.get("client_secret", ""), tuple(kept.get("webhook_secrets", ())))
+
+
+def _from_row(row: dict, settings: Settings, opened: Opened | None = None) -> Tenant:
+    """A tenant of its row; its secrets stay encrypted until asked for (through `opened`,
+    which keeps what it decrypted for whoever reads the rows again)."""
     if row["id"] == tenancy.DEFAULT_ID:
         return default_tenant(settings, name=row["name"], active=row["active"])
-    kept = {}
-    if row["secrets"]:
-        try:
-            kept = json.loads(crypto.decrypt(settings.encryption_keys, row["secrets"], WHAT))
-        except crypto.NotConfigured as exc:
-            # This tenant only goes without its secrets (its webhooks are 401, its InfoCaption
-            # unreachable) until the key is right; the others are not held up by it.
-            log.warning("tenant %s: %s", row["slug"], exc)
+    secrets = (Sealed(row["secrets"], row["slug"], opened or Opened(settings))
+               if row["secrets"] else Secrets())
     return Tenant(id=row["id"], slug=row["slug"], name=row["name"],
                   infocaption_base_url=row["infocaption_base_url"] or "",
                   client_id=row["client_id"] or "", time_zone=row["time_zone"],
-                  active=row["active"], client_secret=kept.get("client_secret", ""),
-                  webhook_secrets=tuple(kept.get("webhook_secrets", ())))
+                  active=row["active"], secrets=secrets)
 
 
 def by_slug(conn: psycopg.Connection, settings: Settings, slug: str) -> Tenant | None:
@@ -90,8 +148,11 @@ def by_id(conn: psycopg.Connection, settings: Settings, tenant_id: int) -> Tenan
     return _from_row(row, settings) if row else None
 
 
-def all_tenants(conn: psycopg.Connection, settings: Settings) -> list[Tenant]:
-    return [_from_row(row, settings) for row in conn.execute(db.q("tenant_list")).fetchall()]
+def all_tenants(conn: psycopg.Connection, settings: Settings,
+                opened: Opened | None = None) -> list[Tenant]:
+    """Every tenant, none of their secrets decrypted until asked for."""
+    opened = opened or Opened(settings)
+    return [_from_row(row, settings, opened) for row in conn.execute(db.q("tenant_list")).fetchall()]
 
 
 def list_public(conn: psycopg.Connection) -> list[dict]:
@@ -179,7 +240,11 @@ def sync_default(conn: psycopg.Connection, settings: Settings) -> None:
 
 class Directory:
     """The tenants as one process sees them, read again every `ttl` seconds: the webhook view
-    asks per request, and a tenant made or closed is seen within the ttl."""
+    asks per request, and a tenant made or closed is seen within the ttl.
+
+    A tenant's secrets are decrypted only when they are asked for (the webhook view needs the
+    webhook secrets of the one tenant its URL names; a worker needs only ids and time zones),
+    once per encrypted token: a changed secret is seen with the rows read after the change."""
 
     def __init__(self, settings: Settings, pool, ttl: float = 10.0, clock=time.monotonic):
         self.settings = settings
@@ -187,6 +252,7 @@ class Directory:
         self.ttl = ttl
         self.clock = clock
         self._lock = threading.Lock()
+        self._opened = Opened(settings)
         self._by_slug: dict[str, Tenant] = {}
         self._read_at: float | None = None
 
@@ -195,7 +261,9 @@ class Directory:
         with self._lock:
             if self._read_at is None or now - self._read_at >= self.ttl:
                 with tenancy.scope(None), self.pool.connection() as conn:
-                    found = all_tenants(conn, self.settings)
+                    found = all_tenants(conn, self.settings, self._opened)
+                self._opened.keep_only({t.secrets.token for t in found
+                                        if isinstance(t.secrets, Sealed)})
                 self._by_slug = {t.slug: t for t in found}
                 self._read_at = now
                 for t in found:

@@ -38,22 +38,23 @@ UPDATE tenants SET active = %(active)s, updated_at = now() WHERE slug = %(slug)s
 UPDATE tenants SET time_zone = %(time_zone)s, updated_at = now()
  WHERE id = 1 AND time_zone IS DISTINCT FROM %(time_zone)s;
 
--- name: platform_dead_letters
--- A tenant's dead letters as the platform may see them: no payload (it holds personal data).
-SELECT id, queue, event_type, failed_at, replayed_at,
-       split_part(error, ':', 1) AS error_kind
-  FROM dead_letters
- ORDER BY id DESC
- LIMIT %(limit)s;
+-- name: tenant_ids
+-- Every tenant's id, for the views of every tenant's figures (nothing else of the row).
+SELECT id FROM tenants ORDER BY id;
 
--- name: platform_dead_letters_pending
--- How many of a tenant's dead letters wait for replay.
-SELECT count(*) AS n FROM dead_letters WHERE replayed_at IS NULL;
+-- name: platform_dead_letters
+-- The platform's ops endpoint reads the tenants named (`tenants`) in one statement each,
+-- whatever their number (migration 0016). The latest `limit` dead letters of each tenant as
+-- the platform may see them: no payload (it holds personal data), of the error only its kind.
+SELECT tenant_id, id, queue, event_type, failed_at, replayed_at, error_kind
+  FROM state_latest_dead_letters(%(tenants)s::integer[], %(limit)s);
 
 -- name: platform_rejected_webhooks
--- A tenant's rejected webhooks as the platform may see them: no body, headers or field errors.
-SELECT id, received_at, status, reason FROM rejected_webhooks ORDER BY id DESC LIMIT %(limit)s;
+-- The latest `limit` rejected webhooks of each tenant as the platform may see them: no body,
+-- headers or field errors.
+SELECT tenant_id, id, received_at, status, reason
+  FROM state_latest_rejected_webhooks(%(tenants)s::integer[], %(limit)s);
 
 -- name: platform_rejected_webhooks_count
--- How many rejected webhooks a tenant keeps.
-SELECT count(*) AS n FROM rejected_webhooks;
+-- How many rejected webhooks each tenant keeps.
+SELECT tenant_id, n FROM state_rejected_webhooks_kept(%(tenants)s::integer[]);

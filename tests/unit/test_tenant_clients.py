@@ -6,12 +6,12 @@ import dataclasses
 
 from service.platform import config
 from service.tenants.clients import Clients
-from service.tenants.tenants import Tenant
+from service.tenants.tenants import Secrets, Tenant
 
 
 def tenant(id_: int, url: str, client_id: str, secret: str) -> Tenant:
     return Tenant(id=id_, slug=f"t{id_}", name="T", infocaption_base_url=url, client_id=client_id,
-                  time_zone="Europe/Stockholm", active=True, client_secret=secret)
+                  time_zone="Europe/Stockholm", active=True, secrets=Secrets(client_secret=secret))
 
 
 def test_each_tenant_gets_a_client_of_its_own_host_and_credentials():
