@@ -120,3 +120,16 @@ def test_a_tenant_cannot_write_or_see_another_tenants_rows(conn, database_url, s
     rows = conn.execute("SELECT id, tenant_id, name FROM competences ORDER BY id").fetchall()
     assert rows == [{"id": mine["id"], "tenant_id": 1, "name": "A"},
                     {"id": theirs, "tenant_id": second_tenant.id, "name": "B"}]
+
+
+def test_only_the_application_role_may_run_the_functions_that_look_across_tenants(conn):
+    # SECURITY DEFINER bypasses the policies: such a function must not be every role's (PUBLIC
+    # may run any function unless revoked; console_user_for_sign_in answers a password hash).
+    definers = conn.execute(
+        "SELECT p.oid::regprocedure::text AS signature,"
+        " has_function_privilege('public', p.oid, 'EXECUTE') AS public_may,"
+        " has_function_privilege('competence_bridge_app', p.oid, 'EXECUTE') AS app_may"
+        " FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace AND p.prosecdef").fetchall()
+    assert {"token_by_hash(text)", "console_user_for_sign_in(text)",
+            "tenants_with_due_deliveries(timestamp with time zone)"} <= {d["signature"] for d in definers}
+    assert [d["signature"] for d in definers if d["public_may"] or not d["app_may"]] == []
