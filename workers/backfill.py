@@ -74,7 +74,7 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
 UNIT_PAGES = 20  # pages per unit: 10,000 results at the default page size
-SWEEP_CHUNK = 5000  # stored results decided per transaction of the sweep
+SWEEP_CHUNK = 5000  # stored results a part decides per transaction of the sweep (about)
 # The link's counters (docs/admin-api.md, "Links"); `processed` is their sum.
 COUNTERS = ("granted", "already_held", "not_passed", "unmatched", "errors")
 MAX_PASSES = 3
@@ -502,11 +502,13 @@ class Backfill:
                 part = conn.execute(db.q("backfill_sweep_part"), {"id": part_id}).fetchone()
                 if part is None or part["done_at"] is not None:
                     return
+                # Each chunk reads every part's next results and decides its own (about
+                # sweep_chunk of them): grant_stored_results says why.
+                read = self.sweep_chunk * part["parts"]
                 chunk = grant_stored_results(
                     conn, link["course_id"], (part["after_at"], part["after_id"]),
-                    limit=self.sweep_chunk, source="backfill", tz=tz, part=part["part"],
-                    parts=part["parts"])
-                done = chunk.size < self.sweep_chunk
+                    limit=read, source="backfill", tz=tz, part=part["part"], parts=part["parts"])
+                done = chunk.size < read
                 after = chunk.after or (part["after_at"], part["after_id"])
                 conn.execute(db.q("backfill_sweep_part_progress"), {
                     "id": part_id, "after_at": after[0], "after_id": after[1], "done": done})

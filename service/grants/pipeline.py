@@ -216,7 +216,7 @@ def classify_results(conn: psycopg.Connection, result_ids: list[str]) -> int:
 class GrantChunk:
     """What one chunk of grant_stored_results did, and where the next one starts."""
 
-    size: int = 0
+    size: int = 0  # results read (of every part)
     after: tuple[datetime, str] | None = None
     grants_created: int = 0
     granted_competences: dict[str, set[int]] = field(default_factory=dict)
@@ -225,8 +225,9 @@ class GrantChunk:
 def grant_stored_results(conn: psycopg.Connection, course_id: int, after: tuple[datetime, str],
                          *, limit: int, source: str, tz: str, part: int = 0,
                          parts: int = 1) -> GrantChunk:
-    """Grant what the course's next `limit` stored results earn, in completion order, of the
-    employees whose id modulo `parts` is `part`."""
+    """Read the course's next `limit` stored results that grant, in completion order, and
+    grant what those of the employees whose id modulo `parts` is `part` earn; `size` is how
+    many were read (fewer than `limit`: none is left)."""
     chunk = GrantChunk()
     rows = conn.execute(db.q("grant_stored_results"), {
         "course_id": course_id, "after_at": after[0], "after_id": after[1], "limit": limit,

@@ -274,25 +274,32 @@ WITH
 SELECT count(*) AS changed FROM marked;
 
 -- name: grant_stored_results
--- Grant what a course's stored results earn, the next `limit` of them in completion order after
--- (after_at, after_id), of the employees whose id modulo `parts` is `part`: a backfill's
--- decision from the whole history it read (docs/rules.md, rule 3 and rule 4), chunk after
--- chunk; an employee's grants depend on the order of that employee's results only. Returns one row per grant created or renewed (kind
--- 'grant') and one row (kind 'last') with the chunk's last result and size, none when no
--- result is left.
-WITH RECURSIVE classified AS (
-    SELECT id, course_id, completed_at, webhook_id, employee_id, status AS new_status
+-- Grant what a course's stored results earn, chunk after chunk in completion order: of the
+-- course's next `limit` results that grant (every part's, after (after_at, after_id)), those of
+-- the employees whose id modulo `parts` is `part`. A backfill's decision from the whole history
+-- it read (docs/rules.md, rule 3 and rule 4); an employee's grants depend on the order of that
+-- employee's results only. The part is picked after the read, not in it: the planner cannot
+-- estimate mod() and, misled, reads the whole course for each chunk; read so, each chunk is a
+-- walk of `limit` entries of results_granted_order_idx (migration 0018). Returns one row per
+-- grant created (kind 'grant') and one row (kind 'last') with the last result read and how
+-- many were read, none when no result is left.
+WITH RECURSIVE next_results AS (
+    SELECT id, course_id, completed_at, webhook_id, employee_id
       FROM results
      WHERE course_id = %(course_id)s AND status = 'granted'
-       AND mod(employee_id, %(parts)s::int) = %(part)s::int
        AND (completed_at, id) > (%(after_at)s::timestamptz, %(after_id)s::text)
      ORDER BY completed_at, id
      LIMIT %(limit)s
+),
+classified AS (
+    SELECT id, course_id, completed_at, webhook_id, employee_id, 'granted'::text AS new_status
+      FROM next_results
+     WHERE mod(employee_id, %(parts)s::int) = %(part)s::int
 ),
 -- include: grant_classified
 SELECT 'grant' AS kind, result_id, competence_id, renewed, NULL::timestamptz AS completed_at,
        NULL::bigint AS size
   FROM granted
 UNION ALL
-SELECT 'last', id, NULL, NULL, completed_at, (SELECT count(*) FROM classified)
-  FROM (SELECT id, completed_at FROM classified ORDER BY completed_at DESC, id DESC LIMIT 1) l;
+SELECT 'last', id, NULL, NULL, completed_at, (SELECT count(*) FROM next_results)
+  FROM (SELECT id, completed_at FROM next_results ORDER BY completed_at DESC, id DESC LIMIT 1) l;
