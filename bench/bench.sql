@@ -33,7 +33,9 @@ SELECT 'employee' || g || '@bench.example', 'employee' || g || '@bench.example',
 
 -- name: growth_drop_grant_indexes
 -- Growth: build the 10 M grants without indexes and foreign-key triggers, then index them
--- (set-based; the data is valid by construction). Bench database only.
+-- (set-based; the data is valid by construction). Bench database only. The foreign key of
+-- grant_notices (migration 0011) rests on grants_pkey: it goes first and comes back last.
+ALTER TABLE grant_notices DROP CONSTRAINT grant_notices_grant_id_fkey;
 ALTER TABLE grants DROP CONSTRAINT grants_periods_excl,
                    DROP CONSTRAINT grants_pkey;
 DROP INDEX grants_employee_competence_idx;
@@ -60,6 +62,8 @@ ALTER TABLE grants ADD CONSTRAINT grants_pkey PRIMARY KEY (id),
                                                         valid_to) WITH &&)
                        WHERE (revoked_at IS NULL);
 CREATE INDEX grants_employee_competence_idx ON grants (employee_id, competence_id, valid_from);
+ALTER TABLE grant_notices ADD CONSTRAINT grant_notices_grant_id_fkey
+    FOREIGN KEY (grant_id) REFERENCES grants (id) ON DELETE CASCADE;
 
 -- name: growth_restore_competence_index
 -- As migration 0010 makes it.
