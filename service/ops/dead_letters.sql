@@ -1,5 +1,9 @@
 -- Dead letters: events the workers could not process, kept for ops and replay.
 
+-- name: admin_dead_letters_pending_by_queue
+-- The bound tenant's dead letters not replayed yet, per queue (its policy decides which rows).
+SELECT queue, count(*) AS n FROM dead_letters WHERE replayed_at IS NULL GROUP BY queue;
+
 -- name: dead_letters_pending_by_tenant
 -- Dead letters not replayed yet, by tenant and queue, of the tenants named (`tenants`): one
 -- statement for one tenant or all of them (migration 0016: counts only).

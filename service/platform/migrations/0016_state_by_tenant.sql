@@ -8,7 +8,7 @@
 -- error kinds and the reasons of rejected webhooks the platform's endpoint shows (never an
 -- email, a payload, a body, headers or field errors).
 -- The caller names the tenants (`p_tenants`): the active ones for the gauges, every one for the
--- platform's views, one for a tenant's own view.
+-- platform's views. A tenant's own views read under its own policy instead.
 
 CREATE FUNCTION state_results_by_status(p_tenants integer[])
 RETURNS TABLE (tenant_id integer, status text, n bigint)
