@@ -166,6 +166,8 @@ def _notes(results: dict, cpus: int = 2) -> list[str]:
         cpu = ing.get("cpu_ms_per_request", {})
         notes.append(
             "- **Ingest.** wrk, 1 thread, 32 connections, distinct webhooks signed just before each run; "
+            f"{len(ing['service'].get('rounds_rps', [0]))} round(s) in which the four apps take turns, "
+            f"service / reference in each: {ing.get('ratios_reference')} (the median is the ratio); "
             "gunicorn as `competence-bridge web` (2 workers x 8 threads, gthread, JSON access log but for accepted webhooks) for all "
             "four. *Reference* = verify the Standard Webhooks signature (same library), then publish the "
             "raw body to the same quorum queue with a kombu producer in `confirm_publish` mode (one "

@@ -24,7 +24,8 @@ from bench.common import ROOT, Run, busy_pct, say
 RESULTS = Path(__file__).with_name("results")
 
 FULL = {
-    "ingest_seconds": 15, "ingest_warmup": 3, "ingest_connections": 32, "ingest_pool": 80_000,
+    "ingest_seconds": 6, "ingest_rounds": 3, "ingest_warmup": 2, "ingest_connections": 32,
+    "ingest_pool": 40_000,
     "worker_events": 100_000, "worker_cap_s": 120, "naive_cap_s": 30,
     "growth_events": 100_000,
     "latency_rate": 1000, "latency_seconds": 30, "latency_repeats": 3,
@@ -34,7 +35,8 @@ FULL = {
     "fairness_results": 1_000_000, "fairness_rate": 100, "fairness_seconds": 60, "fairness_alone_s": 10,
 }
 QUICK = {
-    "ingest_seconds": 5, "ingest_warmup": 1, "ingest_connections": 32, "ingest_pool": 30_000,
+    "ingest_seconds": 5, "ingest_rounds": 1, "ingest_warmup": 1, "ingest_connections": 32,
+    "ingest_pool": 30_000,
     "worker_events": 10_000, "worker_cap_s": 60, "naive_cap_s": 10,
     "growth_events": 10_000,
     "latency_rate": 200, "latency_seconds": 5, "latency_repeats": 1,
@@ -76,18 +78,34 @@ def part_ingest(run: Run, cfg: dict, results: dict) -> None:
         migrate(conn)
     apps = {"bare": "bench.apps:bare_app()", "reference": "bench.apps:reference_app()",
             "unqueued": "bench.apps:unqueued_app()", "service": None}
+    # This machine's speed drifts by tens of per cent within a minute: the four apps take turns,
+    # round after round, and a ratio is the median over the rounds of the ratio within each.
+    rounds: dict[str, list[dict]] = {label: [] for label in apps}
+    for _ in range(cfg["ingest_rounds"]):
+        for label, app in apps.items():
+            rounds[label].append(ingest.measure(
+                run, label, app, db_url=url, seconds=cfg["ingest_seconds"],
+                warmup=cfg["ingest_warmup"], connections=cfg["ingest_connections"],
+                pool_size=cfg["ingest_pool"]))
     out = {}
-    for label, app in apps.items():
-        out[label] = ingest.measure(run, label, app, db_url=url, seconds=cfg["ingest_seconds"],
-                                    warmup=cfg["ingest_warmup"], connections=cfg["ingest_connections"],
-                                    pool_size=cfg["ingest_pool"])
-    out["ratio_reference"] = _ratio(out["service"]["rps"], out["reference"]["rps"])
-    out["ratio_bare"] = _ratio(out["service"]["rps"], out["bare"]["rps"])
-    out["bare_over_reference"] = _ratio(out["bare"]["rps"], out["reference"]["rps"])
+    for label, runs in rounds.items():
+        # The round of the median rate stands for the app; every round's rate is kept.
+        out[label] = dict(sorted(runs, key=lambda f: f["rps"])[len(runs) // 2],
+                          rounds_rps=[round(f["rps"]) for f in runs])
+
+    def median_ratio(a: str, b: str):
+        ratios = [_ratio(x["rps"], y["rps"]) for x, y in zip(rounds[a], rounds[b])]
+        return None if None in ratios else sorted(ratios)[len(ratios) // 2]
+
+    out["ratio_reference"] = median_ratio("service", "reference")
+    out["ratios_reference"] = [_ratio(x["rps"], y["rps"])
+                               for x, y in zip(rounds["service"], rounds["reference"])]
+    out["ratio_bare"] = median_ratio("service", "bare")
+    out["bare_over_reference"] = median_ratio("bare", "reference")
     # What bounds the ratio: the service's own endpoint with the publish step removed (verify,
     # validate, answer) is faster than anything that also queues durably, so its ratio to the
     # reference is more than the service can reach.
-    out["unqueued_over_reference"] = _ratio(out["unqueued"]["rps"], out["reference"]["rps"])
+    out["unqueued_over_reference"] = median_ratio("unqueued", "reference")
     try:
         ms = {k: out[k]["cpu"]["ms_per_request"] for k in apps}
         out["cpu_ms_per_request"] = {

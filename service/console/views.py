@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from flask import (Blueprint, abort, current_app, flash, g, redirect, render_template, request,
                    session, url_for)
 from flask_babel import gettext as _
+from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from service.access.auth import PERMISSION_BY_BLUEPRINT
@@ -119,12 +120,24 @@ def pages(total: int | None, page: int) -> dict:
 
 # --- the gate: sign-in, session expiry, CSRF, tenant -----------------------------------------
 
+class ConsoleSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions; a request without the console's cookie (every webhook
+    and API call) gets a new empty session without the signing serializer Flask would build
+    for it (about a twentieth of a webhook's CPU). One that is then written is signed as ever."""
+
+    def open_session(self, app, request):
+        if app.secret_key and self.get_cookie_name(app) not in request.cookies:
+            return self.session_class()
+        return super().open_session(app, request)
+
+
 def init_app(app) -> None:
     """Register the console at / with its CSRF protection, sessions and translations."""
     from flask_babel import Babel
 
     settings = app.extensions["competence_bridge"].settings
     app.secret_key = settings.secret_key or None
+    app.session_interface = ConsoleSessions()
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",

@@ -76,6 +76,22 @@ def text_errors(body) -> dict:
     return errors
 
 
+def may_hold_unstorable_text(raw: bytes) -> bool:
+    """Tell whether JSON parsed from `raw` may hold a lone surrogate or a NUL (text_errors).
+
+    JSON text gets either only from a `\\u` escape, or from bytes that are not strict UTF-8
+    (json decodes bytes with "surrogatepass"; a raw NUL is not valid JSON): bodies with
+    neither, which is nearly every body, need no walk over their strings.
+    """
+    if b"\\u" in raw or b"\x00" in raw:
+        return True
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
 def _put(errors: dict, path: tuple, message: str) -> None:
     path = path or ("_body",)
     node = errors
@@ -158,14 +174,16 @@ class EnvelopeSchema(_Base):
 _ENVELOPE, _RESULT_DATA, _COURSE_DATA = EnvelopeSchema(), ResultDataSchema(), CourseDataSchema()
 
 
-def parse_event(body) -> dict | None:
+def parse_event(body, raw: bytes | None = None) -> dict | None:
     """Validate a webhook body; return the event in the queue's shape, None for unknown types.
 
+    `raw`: the bytes `body` was parsed from, if the caller has them; when they cannot hold
+    unstorable text (may_hold_unstorable_text), the walk over every string is skipped.
     Raises ValidationError with field errors when the body does not fit the schema.
     """
     if not isinstance(body, dict):
         raise ValidationError({"_schema": ["the body must be a JSON object"]})
-    bad_text = text_errors(body)
+    bad_text = text_errors(body) if raw is None or may_hold_unstorable_text(raw) else None
     if bad_text:
         raise ValidationError(bad_text)
     envelope = _ENVELOPE.load(body)

@@ -69,7 +69,12 @@ DIRECTORY_KEY = "competence_bridge.tenants"
 
 
 def _count(outcome: str, kind: str = "-") -> None:
-    WEBHOOKS.labels(outcome=outcome, type=kind, tenant=g.get("tenant_slug", "-")).inc()
+    _counter(outcome, kind, g.get("tenant_slug", "-")).inc()
+
+
+@lru_cache(maxsize=4096)  # outcomes x types x tenants; `labels` costs more than the count
+def _counter(outcome: str, kind: str, tenant: str):
+    return WEBHOOKS.labels(outcome=outcome, type=kind, tenant=tenant)
 
 
 def _tenant(slug: str | None) -> Tenant | None:
@@ -207,7 +212,7 @@ def _receive(slug: str | None):
         return _reject(400, "the body is not JSON", errors={"_body": ["not valid JSON"]},
                        body=body, webhook_id=webhook_id)
     try:
-        event = parse_event(parsed)
+        event = parse_event(parsed, raw=body)
     except ValidationError as err:
         return _reject(400, "the body does not fit the webhook schema", errors=err.messages,
                        body=body, webhook_id=webhook_id)

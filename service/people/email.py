@@ -90,10 +90,13 @@ def matches_nobody(key: str) -> bool:
     return key.startswith(UNMATCHABLE)
 
 
+_WHITE_SPACE = re.compile(r"\s")  # the characters str.isspace() takes, all of them
+
+
 def email_shape_problem(email: str) -> str | None:
     """Say why a value is not an email address (local@domain, no white space), or None."""
     trimmed = email.strip()
     local, at, domain = trimmed.partition("@")
-    if not (local and at and domain) or "@" in domain or any(c.isspace() for c in trimmed):
+    if not (local and at and domain) or "@" in domain or _WHITE_SPACE.search(trimmed):
         return "not an email address"
     return None

@@ -96,6 +96,12 @@ def test_the_shape_of_an_email_address(value, ok):
     assert (email_shape_problem(value) is None) is ok
 
 
+def test_every_white_space_character_inside_an_address_is_refused():
+    spaces = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+    assert len(spaces) > 20  # no-break, em and ideographic spaces, line separators, ...
+    assert all(email_shape_problem(f"an{c}na@kommun.se") for c in spaces)
+
+
 @pytest.mark.parametrize("guide_type, expected", [(14, True), (18, True), (1, False), (2, False), (5, False), (0, False)])
 def test_only_kurs_and_fysisk_kurs_are_courses(guide_type, expected):
     assert is_course(guide_type) is expected

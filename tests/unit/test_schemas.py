@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 from marshmallow import ValidationError
 
-from service.ingest.schema import parse_event
+from service.ingest.schema import may_hold_unstorable_text, parse_event
 from tests.conftest import completed_event, course_event
 
 
@@ -79,3 +80,34 @@ def test_schema_refusals_name_the_field(path, value):
 def test_non_object_bodies_are_refused(body):
     with pytest.raises(ValidationError):
         parse_event(copy.deepcopy(body))
+
+
+def _user(**fields) -> dict:
+    body = completed_event("r-1", "anna@kommun.se")
+    body["data"]["user"].update(fields)
+    return body
+
+
+@pytest.mark.parametrize("raw, where", [
+    # a lone surrogate written as an escape, as json.dumps writes it
+    (json.dumps(_user(firstName="\ud800")).encode(), "firstName"),
+    # a lone surrogate written as its own (invalid) UTF-8 bytes, which json reads all the same
+    (json.dumps(_user(firstName="\ud800"), ensure_ascii=False)
+     .encode("utf-8", "surrogatepass"), "firstName"),
+    # NUL, which JSON can carry only as an escape
+    (json.dumps(_user(lastName="x\x00")).encode(), "lastName"),
+])
+def test_unstorable_text_is_refused_when_the_raw_body_is_given_too(raw, where):
+    """The view hands parse_event the raw bytes so that it can skip the walk over the strings
+    of a body that cannot hold such text; a body that can is still walked."""
+    with pytest.raises(ValidationError) as info:
+        parse_event(json.loads(raw), raw=raw)
+    assert where in info.value.messages["data"]["user"]
+
+
+def test_plain_bodies_need_no_walk_over_their_text():
+    raw = json.dumps(_user(firstName="Åsa"),
+                     ensure_ascii=False).encode()
+    assert not may_hold_unstorable_text(raw)
+    assert parse_event(json.loads(raw), raw=raw)["result"]["first_name"] == "Åsa"
+    assert may_hold_unstorable_text(raw.replace("Åsa".encode(), b"\\u00c5sa"))
