@@ -82,15 +82,21 @@ candidates AS (
       FROM classified c
       JOIN links l ON l.course_id = c.course_id
       JOIN competences comp ON comp.id = l.competence_id
-     WHERE c.new_status = 'granted'
-       -- a result that is the evidence of a grant of the competence (a redelivery, a
-       -- reconciliation or a backfill of a result seen before) starts nothing more
-       AND NOT EXISTS (
-             SELECT 1 FROM grants v
-              WHERE v.employee_id = c.employee_id AND v.competence_id = l.competence_id
-                AND (v.result_id = c.id
-                     OR (v.revoked_at IS NOT NULL
-                         AND revocation_bars(v.result_id, v.revoked_at, c.id, c.completed_at))))
+      -- A result that is the evidence of a grant of the competence (a redelivery, a
+      -- reconciliation or a backfill of a result seen before) starts nothing more. Asked per
+      -- candidate (OFFSET 0 keeps it a lookup in grants_employee_competence_idx): as an
+      -- anti-join, planned while a new link's competence had next to no grants, it read every
+      -- grant of the competence for each candidate, and a backfill grew with its square.
+     CROSS JOIN LATERAL (
+             SELECT EXISTS (
+                      SELECT 1 FROM grants v
+                       WHERE v.employee_id = c.employee_id AND v.competence_id = l.competence_id
+                         AND (v.result_id = c.id
+                              OR (v.revoked_at IS NOT NULL
+                                  AND revocation_bars(v.result_id, v.revoked_at, c.id,
+                                                      c.completed_at)))) AS seen
+             OFFSET 0) evidence
+     WHERE c.new_status = 'granted' AND NOT evidence.seen
 ),
 -- The first candidate of each employee and competence against the periods stored, then each
 -- next one against those plus what the earlier ones started (`held`). A batch with one result

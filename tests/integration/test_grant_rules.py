@@ -200,3 +200,27 @@ def test_the_planner_inlines_every_rule_into_the_grant_statements(conn):
         for rule in ("valid_from(", "valid_to(", "course_status_at", "result_status", "grant_period",
                      "result_outcome(", "revocation_bars("):
             assert rule not in plan, f"{name}: {rule} is not inlined:\n{plan}"
+
+
+def test_the_evidence_of_a_result_is_asked_per_candidate_not_joined(conn):
+    """Whether a grant already rests on a result is asked once per candidate, a lookup by
+    employee and competence whatever the planner believes of grants. Planned as an anti-join
+    while a new link's competence had next to no grants (its backfill's start), that check read
+    every grant of the competence for each candidate, and the backfill grew with its square."""
+    params = {
+        "ids": ["r-1"], "course_ids": [4711], "emails": ["anna@kommun.se"],
+        "emails_normalized": ["anna@kommun.se"], "first_names": ["Anna"], "last_names": ["S"],
+        "passed": [True], "scores": [90], "completed_at": [T], "changed_at": [T],
+        "webhook_ids": ["w-1"], "sources": ["webhook"], "source": "webhook", "tz": STOCKHOLM,
+    }
+    for name, args in (("upsert_results", params),
+                       ("evaluate_results", {"ids": ["r-1"], "source": "webhook", "tz": STOCKHOLM}),
+                       ("grant_stored_results",
+                        {"course_id": 4711, "after_at": T, "after_id": "", "limit": 20000, "part": 0,
+                         "parts": 4, "source": "backfill", "tz": STOCKHOLM})):
+        plan = "\n".join(r["QUERY PLAN"] for r in conn.execute(
+            "EXPLAIN (VERBOSE, COSTS OFF) " + db.q(name), args, prepare=False))
+        assert " on public.grants v" in plan, f"{name}: no lookup of the evidence:\n{plan}"
+        assert "Anti Join" not in plan, f"{name}: the evidence is joined:\n{plan}"
+        assert "(v.employee_id = $" in plan and "(v.competence_id = $" in plan, (
+            f"{name}: the evidence is not asked by employee and competence:\n{plan}")
