@@ -179,23 +179,31 @@ def test_a_revocation_bars_its_result_and_every_result_completed_before_it(
                revoked_result, revoked_at, result, completed_at) is bars
 
 
-def test_the_planner_inlines_every_rule_into_the_grant_statements(conn):
-    """A rule made uninlinable (plpgsql, VOLATILE, STRICT) would run as a call per row."""
-    params = {
+# The statements that decide grants, each with arguments to plan it with.
+GRANTING = {
+    "upsert_results": {
         "ids": ["r-1"], "course_ids": [4711], "emails": ["anna@kommun.se"],
         "emails_normalized": ["anna@kommun.se"], "first_names": ["Anna"], "last_names": ["S"],
         "passed": [True], "scores": [90], "completed_at": [T], "changed_at": [T],
         "webhook_ids": ["w-1"], "sources": ["webhook"], "source": "webhook", "tz": STOCKHOLM,
-    }
-    for name, args in (("upsert_results", params),
-                       ("evaluate_results", {"ids": ["r-1"], "source": "webhook", "tz": STOCKHOLM}),
-                       ("grant_stored_results",
-                        {"course_id": 4711, "after_at": T, "after_id": "", "limit": 500, "part": 0, "parts": 1,
-                         "source": "backfill", "tz": STOCKHOLM}),
-                       ("classify_results", {"ids": ["r-1"]}),
-                       ("refresh_course_status", {"course_id": 4711})):
-        plan = "\n".join(r["QUERY PLAN"] for r in conn.execute(
-            "EXPLAIN (VERBOSE, COSTS OFF) " + db.q(name), args, prepare=False))
+    },
+    "evaluate_results": {"ids": ["r-1"], "source": "webhook", "tz": STOCKHOLM},
+    "grant_stored_results": {"course_id": 4711, "after_at": T, "after_id": "", "limit": 500,
+                             "part": 0, "parts": 1, "source": "backfill", "tz": STOCKHOLM},
+}
+
+
+def plan_of(conn, name: str, args: dict) -> str:
+    return "\n".join(r["QUERY PLAN"] for r in conn.execute(
+        "EXPLAIN (VERBOSE, COSTS OFF) " + db.q(name), args, prepare=False))
+
+
+def test_the_planner_inlines_every_rule_into_the_grant_statements(conn):
+    """A rule made uninlinable (plpgsql, VOLATILE, STRICT) would run as a call per row."""
+    statements = dict(GRANTING, classify_results={"ids": ["r-1"]},
+                      refresh_course_status={"course_id": 4711})
+    for name, args in statements.items():
+        plan = plan_of(conn, name, args)
         assert "grants" in plan or "course_status_changes" in plan, plan  # rules are there
         for rule in ("valid_from(", "valid_to(", "course_status_at", "result_status", "grant_period",
                      "result_outcome(", "revocation_bars("):
@@ -207,19 +215,8 @@ def test_the_evidence_of_a_result_is_asked_per_candidate_not_joined(conn):
     employee and competence whatever the planner believes of grants. Planned as an anti-join
     while a new link's competence had next to no grants (its backfill's start), that check read
     every grant of the competence for each candidate, and the backfill grew with its square."""
-    params = {
-        "ids": ["r-1"], "course_ids": [4711], "emails": ["anna@kommun.se"],
-        "emails_normalized": ["anna@kommun.se"], "first_names": ["Anna"], "last_names": ["S"],
-        "passed": [True], "scores": [90], "completed_at": [T], "changed_at": [T],
-        "webhook_ids": ["w-1"], "sources": ["webhook"], "source": "webhook", "tz": STOCKHOLM,
-    }
-    for name, args in (("upsert_results", params),
-                       ("evaluate_results", {"ids": ["r-1"], "source": "webhook", "tz": STOCKHOLM}),
-                       ("grant_stored_results",
-                        {"course_id": 4711, "after_at": T, "after_id": "", "limit": 20000, "part": 0,
-                         "parts": 4, "source": "backfill", "tz": STOCKHOLM})):
-        plan = "\n".join(r["QUERY PLAN"] for r in conn.execute(
-            "EXPLAIN (VERBOSE, COSTS OFF) " + db.q(name), args, prepare=False))
+    for name, args in GRANTING.items():
+        plan = plan_of(conn, name, args)
         assert " on public.grants v" in plan, f"{name}: no lookup of the evidence:\n{plan}"
         assert "Anti Join" not in plan, f"{name}: the evidence is joined:\n{plan}"
         assert "(v.employee_id = $" in plan and "(v.competence_id = $" in plan, (
