@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import time
 import traceback
@@ -93,13 +94,15 @@ def part_ingest(run: Run, cfg: dict, results: dict) -> None:
         out[label] = dict(sorted(runs, key=lambda f: f["rps"])[len(runs) // 2],
                           rounds_rps=[round(f["rps"]) for f in runs])
 
+    def ratios(a: str, b: str) -> list:
+        return [_ratio(x["rps"], y["rps"]) for x, y in zip(rounds[a], rounds[b])]
+
     def median_ratio(a: str, b: str):
-        ratios = [_ratio(x["rps"], y["rps"]) for x, y in zip(rounds[a], rounds[b])]
-        return None if None in ratios else sorted(ratios)[len(ratios) // 2]
+        each = ratios(a, b)
+        return None if None in each else statistics.median_high(each)
 
     out["ratio_reference"] = median_ratio("service", "reference")
-    out["ratios_reference"] = [_ratio(x["rps"], y["rps"])
-                               for x, y in zip(rounds["service"], rounds["reference"])]
+    out["ratios_reference"] = ratios("service", "reference")
     out["ratio_bare"] = median_ratio("service", "bare")
     out["bare_over_reference"] = median_ratio("bare", "reference")
     # What bounds the ratio: the service's own endpoint with the publish step removed (verify,
